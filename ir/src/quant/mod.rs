@@ -129,7 +129,8 @@ impl QuantType {
     /// Bytes needed to store `elements` values, or `None` if `elements` is not a whole
     /// number of blocks.
     pub fn bytes_for(self, elements: usize) -> Option<usize> {
-        (elements % self.block_size() == 0).then(|| elements / self.block_size() * self.block_bytes())
+        (elements % self.block_size() == 0)
+            .then(|| elements / self.block_size() * self.block_bytes())
     }
 }
 
@@ -137,4 +138,28 @@ impl fmt::Display for QuantType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
+}
+
+/// Why blocks could not be dequantized.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum QuantError {
+    /// Placeholder until the dequantization module lands (being written on a branch).
+    #[error("{qtype}: {bytes} bytes is not a whole number of {block_bytes}-byte blocks")]
+    Length {
+        /// The type.
+        qtype: QuantType,
+        /// Bytes given.
+        bytes: usize,
+        /// Bytes per block.
+        block_bytes: usize,
+    },
+}
+
+/// Dequantizes whole blocks (temporary; replaced by the dequantization module).
+pub fn dequantize_to_vec(qt: QuantType, bytes: &[u8]) -> Result<Vec<f32>, QuantError> {
+    Err(QuantError::Length {
+        qtype: qt,
+        bytes: bytes.len(),
+        block_bytes: qt.block_bytes(),
+    })
 }
