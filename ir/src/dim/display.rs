@@ -21,18 +21,19 @@ impl fmt::Display for Dim {
                 (_, true) => f.write_str(" - ")?,
                 (_, false) => f.write_str(" + ")?,
             }
-            write_term(f, m, mag)?;
+            // A leading `-` binds tighter than `//`, so `-(a // b)` needs its parentheses.
+            write_term(f, m, mag, i == 0 && neg)?;
         }
         Ok(())
     }
 }
 
-fn write_term(f: &mut fmt::Formatter<'_>, m: &Monomial, mag: u64) -> fmt::Result {
+fn write_term(f: &mut fmt::Formatter<'_>, m: &Monomial, mag: u64, negated: bool) -> fmt::Result {
     if m.0.is_empty() {
         return write!(f, "{mag}");
     }
     let factors: usize = m.0.iter().map(|(_, p)| *p as usize).sum();
-    let alone = mag == 1 && factors == 1;
+    let alone = mag == 1 && factors == 1 && !negated;
     let mut first = true;
     if mag != 1 {
         write!(f, "{mag}")?;

@@ -208,8 +208,11 @@ impl Dim {
         )
     }
 
-    /// Floor division (`a // b`, rounding toward negative infinity).
+    /// Floor division (`a // b`, rounding toward negative infinity). `0 // b` folds to 0.
     pub fn floor_div(&self, rhs: &Dim) -> Dim {
+        if self.terms.is_empty() {
+            return Dim::constant(0);
+        }
         if let Some(c) = rhs.as_const() {
             if c == 1 {
                 return self.clone();
@@ -237,8 +240,11 @@ impl Dim {
         ))
     }
 
-    /// Floor modulo (`a % b`, with the sign of `b`).
+    /// Floor modulo (`a % b`, with the sign of `b`). `0 % b` folds to 0.
     pub fn modulo(&self, rhs: &Dim) -> Dim {
+        if self.terms.is_empty() {
+            return Dim::constant(0);
+        }
         if let Some(c) = rhs.as_const() {
             if c == 1 || c == -1 {
                 return Dim::constant(0);
@@ -292,7 +298,9 @@ impl Dim {
                 rhs.clone()
             };
         }
-        let (a, b) = if self <= rhs {
+        // Constants sort last, so `min(seq, 128)` reads naturally.
+        let key = |d: &Dim| (d.is_const(), d.clone());
+        let (a, b) = if key(self) <= key(rhs) {
             (self, rhs)
         } else {
             (rhs, self)
