@@ -4,8 +4,35 @@
 //! [`QuantType::block_size`] elements take [`QuantType::block_bytes`] bytes. The layouts are
 //! those of the GGUF file format (ggml), bit for bit, so weights are used straight from a
 //! memory-mapped file.
+//!
+//! [`dequantize`] is the reference dequantization: one simple, obviously-right loop per type,
+//! checked bit for bit against the `gguf` Python package (`ir/tests/quant.rs`). Fast kernels
+//! belong to backends and are tested against this.
+//!
+//! Exactness: every type computes in f32, as ggml and gguf-py do, and the result does not
+//! depend on evaluation order or on fused multiply-add. Apart from `Q8_K` the scales are f16
+//! (11 significant bits) and the integer factors small, so every product is exact in f32's
+//! 24 bits (at most 11 + 7 + 5 = 23 bits, for `Q6_K`'s `d * i8 scale * 6-bit quant`) and
+//! cannot overflow. The only roundings are the final `+ m` (`Q4_1`, `Q5_1`) or `- dmin * mn`
+//! (`Q2_K`, `Q4_K`, `Q5_K`), each a single rounding of an exact sum, and `Q8_K`'s single
+//! `f32 * i8` multiply (which can overflow to infinity for a huge `d`). So each value is the
+//! correctly rounded f32 of the exact formula, and any f32 kernel computing the same formula
+//! matches this oracle bit for bit.
 
 use std::fmt;
+
+mod q2_k;
+mod q3_k;
+mod q4_0;
+mod q4_1;
+mod q4_k;
+mod q5_0;
+mod q5_1;
+mod q5_k;
+mod q6_k;
+mod q8_0;
+mod q8_k;
+mod scales;
 
 /// A GGUF block-quantized element type.
 #[allow(non_camel_case_types)]
@@ -127,10 +154,25 @@ impl QuantType {
     }
 
     /// Bytes needed to store `elements` values, or `None` if `elements` is not a whole
-    /// number of blocks.
+    /// number of blocks (or the byte count would overflow `usize`).
+    // `usize::is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.80.
+    #[allow(clippy::manual_is_multiple_of)]
     pub fn bytes_for(self, elements: usize) -> Option<usize> {
-        (elements % self.block_size() == 0)
-            .then(|| elements / self.block_size() * self.block_bytes())
+        if elements % self.block_size() != 0 {
+            return None;
+        }
+        (elements / self.block_size()).checked_mul(self.block_bytes())
+    }
+
+    /// Values stored in `bytes` bytes, or `None` if `bytes` is not a whole number of blocks
+    /// (or the element count would overflow `usize`).
+    // `usize::is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.80.
+    #[allow(clippy::manual_is_multiple_of)]
+    pub fn elements_for(self, bytes: usize) -> Option<usize> {
+        if bytes % self.block_bytes() != 0 {
+            return None;
+        }
+        (bytes / self.block_bytes()).checked_mul(self.block_size())
     }
 }
 
@@ -140,26 +182,128 @@ impl fmt::Display for QuantType {
     }
 }
 
-/// Why blocks could not be dequantized.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+/// Why a dequantization call was refused. Nothing is written to the output when one is
+/// returned.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum QuantError {
-    /// Placeholder until the dequantization module lands (being written on a branch).
-    #[error("{qtype}: {bytes} bytes is not a whole number of {block_bytes}-byte blocks")]
-    Length {
-        /// The type.
-        qtype: QuantType,
-        /// Bytes given.
+    /// The output's element count is not a whole number of blocks.
+    #[error("{qt}: {elements} elements is not a whole number of {block_size}-element blocks")]
+    PartialBlock {
+        qt: QuantType,
+        elements: usize,
+        block_size: usize,
+    },
+    /// The byte count is not the one the element count needs.
+    #[error("{qt}: {elements} elements take {expected} bytes, got {actual}")]
+    ByteLength {
+        qt: QuantType,
+        elements: usize,
+        expected: usize,
+        actual: usize,
+    },
+    /// The byte count is not a whole number of blocks (so no element count fits it).
+    #[error("{qt}: {bytes} bytes is not a whole number of {block_bytes}-byte blocks")]
+    PartialBlockBytes {
+        qt: QuantType,
         bytes: usize,
-        /// Bytes per block.
         block_bytes: usize,
+    },
+    /// [`dequantize_block`] was given an output that is not exactly one block.
+    #[error("{qt}: a block holds {block_size} elements, the output has {elements}")]
+    NotOneBlock {
+        qt: QuantType,
+        elements: usize,
+        block_size: usize,
     },
 }
 
-/// Dequantizes whole blocks (temporary; replaced by the dequantization module).
+/// Dequantizes `bytes`, a whole number of `qt` blocks, into `out`.
+///
+/// `out.len()` must be a whole number of blocks ([`QuantError::PartialBlock`]) and
+/// `bytes.len()` exactly the bytes of that many blocks ([`QuantError::ByteLength`]).
+pub fn dequantize(qt: QuantType, bytes: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
+    let elements = out.len();
+    let expected = qt.bytes_for(elements).ok_or(QuantError::PartialBlock {
+        qt,
+        elements,
+        block_size: qt.block_size(),
+    })?;
+    if bytes.len() != expected {
+        return Err(QuantError::ByteLength {
+            qt,
+            elements,
+            expected,
+            actual: bytes.len(),
+        });
+    }
+    let blocks = bytes.chunks_exact(qt.block_bytes());
+    let outs = out.chunks_exact_mut(qt.block_size());
+    for (block, out) in blocks.zip(outs) {
+        dequantize_block(qt, block, out)?;
+    }
+    Ok(())
+}
+
+/// Dequantizes `bytes`, a whole number of `qt` blocks, into a new vector of
+/// `bytes.len() / block_bytes * block_size` values ([`QuantError::PartialBlockBytes`] if
+/// `bytes.len()` is not a multiple of [`QuantType::block_bytes`]).
 pub fn dequantize_to_vec(qt: QuantType, bytes: &[u8]) -> Result<Vec<f32>, QuantError> {
-    Err(QuantError::Length {
-        qtype: qt,
-        bytes: bytes.len(),
-        block_bytes: qt.block_bytes(),
-    })
+    let elements = qt
+        .elements_for(bytes.len())
+        .ok_or(QuantError::PartialBlockBytes {
+            qt,
+            bytes: bytes.len(),
+            block_bytes: qt.block_bytes(),
+        })?;
+    let mut out = vec![0.0; elements];
+    dequantize(qt, bytes, &mut out)?;
+    Ok(out)
+}
+
+/// Dequantizes one block: `block` must be exactly [`QuantType::block_bytes`] bytes
+/// ([`QuantError::ByteLength`]) and `out` exactly [`QuantType::block_size`] elements
+/// ([`QuantError::NotOneBlock`]).
+pub fn dequantize_block(qt: QuantType, block: &[u8], out: &mut [f32]) -> Result<(), QuantError> {
+    match qt {
+        QuantType::Q4_0 => with_block(qt, block, out, q4_0::dequantize_block),
+        QuantType::Q4_1 => with_block(qt, block, out, q4_1::dequantize_block),
+        QuantType::Q5_0 => with_block(qt, block, out, q5_0::dequantize_block),
+        QuantType::Q5_1 => with_block(qt, block, out, q5_1::dequantize_block),
+        QuantType::Q8_0 => with_block(qt, block, out, q8_0::dequantize_block),
+        QuantType::Q2_K => with_block(qt, block, out, q2_k::dequantize_block),
+        QuantType::Q3_K => with_block(qt, block, out, q3_k::dequantize_block),
+        QuantType::Q4_K => with_block(qt, block, out, q4_k::dequantize_block),
+        QuantType::Q5_K => with_block(qt, block, out, q5_k::dequantize_block),
+        QuantType::Q6_K => with_block(qt, block, out, q6_k::dequantize_block),
+        QuantType::Q8_K => with_block(qt, block, out, q8_k::dequantize_block),
+    }
+}
+
+/// Checks the lengths of one block and its output, then runs a type's block function on them
+/// as fixed-size arrays (so the type's own indexing cannot go out of bounds).
+fn with_block<const BYTES: usize, const SIZE: usize>(
+    qt: QuantType,
+    block: &[u8],
+    out: &mut [f32],
+    f: fn(&[u8; BYTES], &mut [f32; SIZE]),
+) -> Result<(), QuantError> {
+    let elements = out.len();
+    let out: &mut [f32; SIZE] = out.try_into().map_err(|_| QuantError::NotOneBlock {
+        qt,
+        elements,
+        block_size: qt.block_size(),
+    })?;
+    let block: &[u8; BYTES] = block.try_into().map_err(|_| QuantError::ByteLength {
+        qt,
+        elements,
+        expected: qt.block_bytes(),
+        actual: block.len(),
+    })?;
+    f(block, out);
+    Ok(())
+}
+
+/// A little-endian f16, widened (exactly) to f32.
+fn read_f16(bytes: [u8; 2]) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes(bytes)).to_f32()
 }

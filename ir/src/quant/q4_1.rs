@@ -1,0 +1,29 @@
+//! `Q4_1`: 32 elements in 20 bytes.
+//!
+//! | bytes    | field | contents                                                          |
+//! |----------|-------|-------------------------------------------------------------------|
+//! | `0..2`   | `d`   | f16 scale                                                         |
+//! | `2..4`   | `m`   | f16 minimum                                                       |
+//! | `4..20`  | `qs`  | 4-bit quants `q`: byte `i` holds element `i` in its low nibble and element `i + 16` in its high nibble |
+//!
+//! Element value: `d * q + m` (multiply, round to f32, add, round), `q` in `0..16`.
+
+use super::{read_f16, QuantType};
+
+pub(super) const BLOCK_SIZE: usize = 32;
+pub(super) const BLOCK_BYTES: usize = 20;
+const _: () = assert!(
+    BLOCK_SIZE == QuantType::Q4_1.block_size() && BLOCK_BYTES == QuantType::Q4_1.block_bytes()
+);
+
+const QS: usize = 4;
+
+pub(super) fn dequantize_block(block: &[u8; BLOCK_BYTES], out: &mut [f32; BLOCK_SIZE]) {
+    let d = read_f16([block[0], block[1]]);
+    let m = read_f16([block[2], block[3]]);
+    for (e, y) in out.iter_mut().enumerate() {
+        let byte = block[QS + e % 16];
+        let q = (byte >> (4 * (e / 16))) & 0x0F;
+        *y = d * f32::from(q) + m;
+    }
+}

@@ -1,0 +1,31 @@
+//! `Q5_0`: 32 elements in 22 bytes.
+//!
+//! | bytes    | field | contents                                                          |
+//! |----------|-------|-------------------------------------------------------------------|
+//! | `0..2`   | `d`   | f16 scale                                                         |
+//! | `2..6`   | `qh`  | little-endian `u32`: bit `e` is bit 4 (the high bit) of element `e`'s quant |
+//! | `6..22`  | `qs`  | low 4 bits of the quants: byte `i` holds element `i` in its low nibble and element `i + 16` in its high nibble |
+//!
+//! Element value: `d * (q - 16)`, `q` in `0..32`.
+
+use super::{read_f16, QuantType};
+
+pub(super) const BLOCK_SIZE: usize = 32;
+pub(super) const BLOCK_BYTES: usize = 22;
+const _: () = assert!(
+    BLOCK_SIZE == QuantType::Q5_0.block_size() && BLOCK_BYTES == QuantType::Q5_0.block_bytes()
+);
+
+const QH: usize = 2;
+const QS: usize = 6;
+
+pub(super) fn dequantize_block(block: &[u8; BLOCK_BYTES], out: &mut [f32; BLOCK_SIZE]) {
+    let d = read_f16([block[0], block[1]]);
+    let qh = u32::from_le_bytes([block[QH], block[QH + 1], block[QH + 2], block[QH + 3]]);
+    for (e, y) in out.iter_mut().enumerate() {
+        let low = (block[QS + e % 16] >> (4 * (e / 16))) & 0x0F;
+        let high = ((qh >> e) & 1) as u8;
+        let q = low | (high << 4);
+        *y = d * f32::from(q as i8 - 16);
+    }
+}
