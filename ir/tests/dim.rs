@@ -259,3 +259,15 @@ fn substitution_and_symbols() {
     assert_eq!(Dim::symbol("seq").as_symbol(), Some("seq"));
     assert_eq!(Dim::parse("seq + 1").unwrap().as_symbol(), None);
 }
+
+#[test]
+fn exact_division() {
+    let p = |s: &str| Dim::parse(s).unwrap();
+    assert_eq!(p("64*batch*seq").exact_div(&p("64*batch")), Some(p("seq")));
+    assert_eq!(p("6*seq + 12").exact_div(&p("3")), Some(p("2*seq + 4")));
+    assert_eq!(p("6*seq + 1").exact_div(&p("3")), None);
+    assert_eq!(p("seq*past + seq").exact_div(&p("seq")), Some(p("past + 1")));
+    assert_eq!(p("seq + past").exact_div(&p("seq")), None);
+    assert_eq!(p("seq").exact_div(&p("seq + 1")), None);
+    assert_eq!(p("seq").exact_div(&p("0")), None);
+}

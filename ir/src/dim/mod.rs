@@ -208,6 +208,31 @@ impl Dim {
         )
     }
 
+    /// `self / rhs` when it is exact for every binding: `rhs` is one term (a coefficient
+    /// times a product of symbols) that divides every term of `self`. `None` otherwise, e.g.
+    /// to infer the `-1` of a reshape: `(64*batch*seq).exact_div(64*batch) == Some(seq)`.
+    pub fn exact_div(&self, rhs: &Dim) -> Option<Dim> {
+        let [(m, c)] = rhs.terms.as_slice() else {
+            return None;
+        };
+        let mut out = BTreeMap::new();
+        for (tm, tc) in &self.terms {
+            if tc.checked_rem(*c)? != 0 {
+                return None;
+            }
+            let mut powers: BTreeMap<Atom, u32> = tm.0.iter().cloned().collect();
+            for (atom, p) in &m.0 {
+                let have = powers.get_mut(atom)?;
+                *have = have.checked_sub(*p)?;
+                if *have == 0 {
+                    powers.remove(atom);
+                }
+            }
+            out.insert(Monomial(powers.into_iter().collect()), tc.checked_div(*c)?);
+        }
+        Some(Dim::from_terms(out))
+    }
+
     /// Floor division (`a // b`, rounding toward negative infinity). `0 // b` folds to 0.
     pub fn floor_div(&self, rhs: &Dim) -> Dim {
         if self.terms.is_empty() {
