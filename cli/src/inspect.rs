@@ -8,8 +8,8 @@ use std::path::Path;
 
 /// Runs `kiln inspect FILE`.
 pub fn run(file: &Path, summary_only: bool) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("cannot read {}", file.display()))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let graph = kiln_ir::text::parse_graph(&text)
         .with_context(|| format!("{} is not a valid Kiln graph", file.display()))?;
     if !summary_only {

@@ -77,6 +77,21 @@ impl Graph {
         )
     }
 
+    /// A rank-0 tensor holding `dim`'s run-time value; a constant dim becomes a `full`.
+    pub fn dim_value(&mut self, dim: Dim, dtype: DType) -> Result<NodeId, IrError> {
+        match dim.as_const() {
+            Some(v) if dtype.is_int() || dtype.is_float() => {
+                let value = if dtype.is_float() {
+                    Scalar::Float(v as f64)
+                } else {
+                    Scalar::Int(v)
+                };
+                self.scalar(value, dtype)
+            }
+            _ => self.push(Op::DimValue { dim, dtype }, vec![]),
+        }
+    }
+
     /// Index along `axis`, broadcast over the other axes.
     pub fn iota(&mut self, axis: usize, dtype: DType, shape: Shape) -> Result<NodeId, IrError> {
         self.push(Op::Iota { axis, dtype, shape }, vec![])

@@ -33,6 +33,15 @@ pub(crate) fn infer(op: &Op, ins: &[&TensorType]) -> Result<TensorType, IrError>
             value.dtype(),
             Shape::new(value.shape().iter().copied()),
         )),
+        Op::DimValue { dtype, .. } => {
+            if !(dtype.is_int() || dtype.is_float()) {
+                return Err(IrError::attr(
+                    name,
+                    format!("dtype must be an integer or float type, not {dtype}"),
+                ));
+            }
+            Ok(TensorType::new(*dtype, Shape::scalar()))
+        }
         Op::Iota { axis, dtype, shape } => {
             check_shape(name, shape)?;
             if !(dtype.is_int() || dtype.is_float()) {

@@ -54,6 +54,14 @@ pub enum Op {
         /// The value.
         value: Arc<Tensor>,
     },
+    /// A rank-0 tensor holding the run-time value of a symbolic dim (`past`, `seq`), e.g. the
+    /// position offset of a decode step or the divisor of a mean over a symbolic axis.
+    DimValue {
+        /// The dim.
+        dim: Dim,
+        /// Element type (integer or float).
+        dtype: DType,
+    },
     /// Element `[i0, i1, ...]` equals `i_axis` (an arange along `axis`, broadcast over the rest).
     Iota {
         /// The axis whose index is the value.
@@ -419,6 +427,7 @@ impl Op {
             Op::State { .. } => "state".into(),
             Op::Full { .. } => "full".into(),
             Op::Constant { .. } => "constant".into(),
+            Op::DimValue { .. } => "dim_value".into(),
             Op::Iota { .. } => "iota".into(),
             Op::Unary(u) => u.name().into(),
             Op::Binary(b) => b.name().into(),
@@ -449,6 +458,7 @@ impl Op {
                 | Op::State { .. }
                 | Op::Full { .. }
                 | Op::Constant { .. }
+                | Op::DimValue { .. }
                 | Op::Iota { .. }
         )
     }
@@ -468,6 +478,7 @@ impl Op {
             Op::Slice { start, end, .. } => vec![start, end],
             Op::Pad { pads, .. } => pads.iter().flat_map(|(a, b)| [a, b]).collect(),
             Op::SliceUpdate { start, .. } => vec![start],
+            Op::DimValue { dim, .. } => vec![dim],
             _ => Vec::new(),
         }
     }

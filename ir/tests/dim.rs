@@ -266,7 +266,10 @@ fn exact_division() {
     assert_eq!(p("64*batch*seq").exact_div(&p("64*batch")), Some(p("seq")));
     assert_eq!(p("6*seq + 12").exact_div(&p("3")), Some(p("2*seq + 4")));
     assert_eq!(p("6*seq + 1").exact_div(&p("3")), None);
-    assert_eq!(p("seq*past + seq").exact_div(&p("seq")), Some(p("past + 1")));
+    assert_eq!(
+        p("seq*past + seq").exact_div(&p("seq")),
+        Some(p("past + 1"))
+    );
     assert_eq!(p("seq + past").exact_div(&p("seq")), None);
     assert_eq!(p("seq").exact_div(&p("seq + 1")), None);
     assert_eq!(p("seq").exact_div(&p("0")), None);

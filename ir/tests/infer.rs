@@ -713,3 +713,29 @@ impl WithDType for TensorType {
         self
     }
 }
+
+#[test]
+fn dim_values() {
+    let mut g = Graph::new();
+    let v = g
+        .dim_value(Dim::parse("past + seq").unwrap(), DType::I64)
+        .unwrap();
+    assert_eq!(g.ty(v), &t(DType::I64, ""));
+    assert!(matches!(g.node(v).op, Op::DimValue { .. }));
+    let c = g.dim_value(Dim::constant(7), DType::F32).unwrap();
+    assert_eq!(
+        g.node(c).op,
+        Op::Full {
+            value: Scalar::Float(7.0),
+            dtype: DType::F32,
+            shape: Shape::scalar()
+        }
+    );
+    assert_eq!(
+        g.dim_value(Dim::symbol("seq"), DType::Bool),
+        Err(IrError::Attribute {
+            op: "dim_value".into(),
+            message: "dtype must be an integer or float type, not bool".into()
+        })
+    );
+}

@@ -1,0 +1,119 @@
+//! Reductions and the normalizing compositions built on them (softmax, log-softmax, var).
+
+use super::axes::AxisList;
+use super::Tensor;
+use kiln_ir::ReduceOp;
+use std::panic::Location;
+
+impl Tensor {
+    fn reduce_dims(
+        &self,
+        op: ReduceOp,
+        dims: &dyn AxisList,
+        keepdim: bool,
+        loc: &Location<'_>,
+    ) -> Tensor {
+        match self.axes(&dims.to_axes(), loc) {
+            Some(axes) => self.build(loc, |g| g.reduce(op, self.id, &axes, keepdim)),
+            None => self.tracer.placeholder(),
+        }
+    }
+
+    /// Sum over `dims`.
+    #[track_caller]
+    pub fn sum(&self, dims: impl AxisList, keepdim: bool) -> Tensor {
+        self.reduce_dims(ReduceOp::Sum, &dims, keepdim, Location::caller())
+    }
+
+    /// Sum over every axis (a rank-0 result).
+    #[track_caller]
+    pub fn sum_all(&self) -> Tensor {
+        let all: Vec<isize> = (0..self.rank() as isize).collect();
+        self.reduce_dims(ReduceOp::Sum, &all, false, Location::caller())
+    }
+
+    /// Product over `dims`.
+    #[track_caller]
+    pub fn prod(&self, dims: impl AxisList, keepdim: bool) -> Tensor {
+        self.reduce_dims(ReduceOp::Prod, &dims, keepdim, Location::caller())
+    }
+
+    /// Maximum over `dims` (values only; see [`Tensor::argmax`]).
+    #[track_caller]
+    pub fn max(&self, dims: impl AxisList, keepdim: bool) -> Tensor {
+        self.reduce_dims(ReduceOp::Max, &dims, keepdim, Location::caller())
+    }
+
+    /// Minimum over `dims`.
+    #[track_caller]
+    pub fn min(&self, dims: impl AxisList, keepdim: bool) -> Tensor {
+        self.reduce_dims(ReduceOp::Min, &dims, keepdim, Location::caller())
+    }
+
+    /// Index of the first maximum along `dim`, as i64.
+    #[track_caller]
+    pub fn argmax(&self, dim: isize, keepdim: bool) -> Tensor {
+        self.reduce_dims(ReduceOp::ArgMax, &dim, keepdim, Location::caller())
+    }
+
+    /// Mean over `dims`: the sum divided by the (symbolic) number of reduced elements.
+    #[track_caller]
+    pub fn mean(&self, dims: impl AxisList, keepdim: bool) -> Tensor {
+        let loc = Location::caller();
+        let Some(axes) = self.axes(&dims.to_axes(), loc) else {
+            return self.tracer.placeholder();
+        };
+        let shape = self.shape();
+        let count = axes
+            .iter()
+            .fold(kiln_ir::Dim::constant(1), |acc, &a| acc * shape[a].clone());
+        let sum = self.reduce_dims(ReduceOp::Sum, &dims, keepdim, loc);
+        let n = sum.dim_value_like(&count, loc);
+        sum.binary(kiln_ir::BinaryOp::Div, &n, loc)
+    }
+
+    /// Variance over `dims`; `correction` 0 is the population variance (LayerNorm's), 1 the
+    /// unbiased one (`torch.var`'s default).
+    #[track_caller]
+    pub fn var(&self, dims: impl AxisList, keepdim: bool, correction: i64) -> Tensor {
+        let loc = Location::caller();
+        let Some(axes) = self.axes(&dims.to_axes(), loc) else {
+            return self.tracer.placeholder();
+        };
+        let shape = self.shape();
+        let count = axes
+            .iter()
+            .fold(kiln_ir::Dim::constant(1), |acc, &a| acc * shape[a].clone());
+        let mean = self.mean(dims.to_axes(), true);
+        let centered = self.sub(&mean);
+        let sq = centered.square();
+        let sum = sq.reduce_dims(ReduceOp::Sum, &dims, keepdim, loc);
+        let n = sum.dim_value_like(&(count - kiln_ir::Dim::constant(correction)), loc);
+        sum.binary(kiln_ir::BinaryOp::Div, &n, loc)
+    }
+
+    /// `softmax(x, dim)`: `exp(x - max) / sum(exp(x - max))`, numerically safe.
+    #[track_caller]
+    pub fn softmax(&self, dim: isize) -> Tensor {
+        let loc = Location::caller();
+        let m = self.reduce_dims(ReduceOp::Max, &dim, true, loc);
+        let e = self
+            .binary(kiln_ir::BinaryOp::Sub, &m, loc)
+            .unary(kiln_ir::UnaryOp::Exp, loc);
+        let s = e.reduce_dims(ReduceOp::Sum, &dim, true, loc);
+        e.binary(kiln_ir::BinaryOp::Div, &s, loc)
+    }
+
+    /// `log_softmax(x, dim)`: `x - max - log(sum(exp(x - max)))`.
+    #[track_caller]
+    pub fn log_softmax(&self, dim: isize) -> Tensor {
+        let loc = Location::caller();
+        let m = self.reduce_dims(ReduceOp::Max, &dim, true, loc);
+        let shifted = self.binary(kiln_ir::BinaryOp::Sub, &m, loc);
+        let lse = shifted
+            .unary(kiln_ir::UnaryOp::Exp, loc)
+            .reduce_dims(ReduceOp::Sum, &dim, true, loc)
+            .unary(kiln_ir::UnaryOp::Log, loc);
+        shifted.binary(kiln_ir::BinaryOp::Sub, &lse, loc)
+    }
+}
