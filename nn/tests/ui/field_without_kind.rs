@@ -1,0 +1,12 @@
+use kiln_nn::{model, Param};
+
+pub struct Cfg;
+
+#[model(config = Cfg)]
+pub struct M {
+    #[param(shape = [4])]
+    pub w: Param,
+    pub hidden: usize,
+}
+
+fn main() {}
