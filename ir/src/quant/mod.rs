@@ -129,7 +129,7 @@ impl QuantType {
     /// Bytes needed to store `elements` values, or `None` if `elements` is not a whole
     /// number of blocks.
     pub fn bytes_for(self, elements: usize) -> Option<usize> {
-        (elements % self.block_size() == 0)
+        (elements.checked_rem(self.block_size()) == Some(0))
             .then(|| elements / self.block_size() * self.block_bytes())
     }
 }
