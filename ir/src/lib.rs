@@ -22,6 +22,7 @@ pub mod op;
 pub mod quant;
 pub mod shape;
 pub mod tensor;
+pub mod text;
 
 pub use dim::{Bindings, Dim, DimError};
 pub use dtype::{DType, Scalar};
@@ -31,3 +32,4 @@ pub use op::{BinaryOp, Op, ReduceOp, ScatterReduce, UnaryOp};
 pub use quant::QuantType;
 pub use shape::{broadcast_shapes, Shape, TensorType};
 pub use tensor::{Element, Storage, Tensor, TensorError};
+pub use text::{parse_graph, ParseError, ParseErrorKind};

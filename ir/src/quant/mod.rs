@@ -155,10 +155,8 @@ impl QuantType {
 
     /// Bytes needed to store `elements` values, or `None` if `elements` is not a whole
     /// number of blocks (or the byte count would overflow `usize`).
-    // `usize::is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.80.
-    #[allow(clippy::manual_is_multiple_of)]
     pub fn bytes_for(self, elements: usize) -> Option<usize> {
-        if elements % self.block_size() != 0 {
+        if !elements.is_multiple_of(self.block_size()) {
             return None;
         }
         (elements / self.block_size()).checked_mul(self.block_bytes())
@@ -166,10 +164,8 @@ impl QuantType {
 
     /// Values stored in `bytes` bytes, or `None` if `bytes` is not a whole number of blocks
     /// (or the element count would overflow `usize`).
-    // `usize::is_multiple_of` needs Rust 1.87; the workspace's rust-version is 1.80.
-    #[allow(clippy::manual_is_multiple_of)]
     pub fn elements_for(self, bytes: usize) -> Option<usize> {
-        if bytes % self.block_bytes() != 0 {
+        if !bytes.is_multiple_of(self.block_bytes()) {
             return None;
         }
         (bytes / self.block_bytes()).checked_mul(self.block_size())
