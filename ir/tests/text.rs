@@ -306,6 +306,10 @@ fn every_op_round_trips() {
         .unwrap();
     g.iota(1, DType::I64, shape("seq, seq + past")).unwrap();
     g.iota(0, DType::F16, shape("4")).unwrap();
+    g.dim_value(Dim::parse("past + seq").unwrap(), DType::I64)
+        .unwrap();
+    g.dim_value(Dim::parse("seq // 2").unwrap(), DType::F32)
+        .unwrap();
     // Every unary op on a dtype it accepts.
     for u in UnaryOp::ALL {
         let operand = if matches!(u, UnaryOp::Not) { ints } else { x };
@@ -399,6 +403,7 @@ fn every_op_round_trips() {
         "scatter",
         "slice_update",
         "matmul",
+        "dim_value",
     ] {
         assert!(names.iter().any(|n| n == op), "{op} missing");
     }

@@ -58,12 +58,14 @@ impl ModelArgs {
                         "expected `config = ConfigType`",
                     ))
                 }
-                (other, _) => return Err(syn::Error::new(
-                    key.span(),
-                    format!(
+                (other, _) => {
+                    return Err(syn::Error::new(
+                        key.span(),
+                        format!(
                         "unknown #[kiln::model] argument `{other}`; expected `config = ConfigType`"
                     ),
-                )),
+                    ))
+                }
             }
         }
         match config {

@@ -37,11 +37,15 @@ fn attention_head() -> Result<(Graph, NodeId), kiln::ir::IrError> {
     let mut g = Graph::new();
     let seq = Dim::symbol("seq");
     let x = g.input("x", DType::F32, Shape(vec![seq.clone(), DIM.into()]))?;
-    let mut proj = |g: &mut Graph, name: &str| -> Result<NodeId, kiln::ir::IrError> {
+    let proj = |g: &mut Graph, name: &str| -> Result<NodeId, kiln::ir::IrError> {
         let w = g.param(name, DType::F32, Shape::new([DIM, DIM]))?;
         g.matmul_t(x, w, false, true)
     };
-    let (q, k, v) = (proj(&mut g, "wq")?, proj(&mut g, "wk")?, proj(&mut g, "wv")?);
+    let (q, k, v) = (
+        proj(&mut g, "wq")?,
+        proj(&mut g, "wk")?,
+        proj(&mut g, "wv")?,
+    );
     let scores = g.matmul_t(q, k, false, true)?;
     let scale = g.scalar(Scalar::Float(1.0 / (DIM as f64).sqrt()), DType::F32)?;
     let scores = g.mul(scores, scale)?;
@@ -66,10 +70,14 @@ fn attention_head() -> Result<(Graph, NodeId), kiln::ir::IrError> {
 
 /// Deterministic values in [-1, 1) (a small linear congruential generator).
 fn pseudo_random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()

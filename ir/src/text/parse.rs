@@ -147,6 +147,7 @@ enum Kind {
     Full,
     Constant,
     Iota,
+    DimValue,
     Unary(UnaryOp),
     Binary(BinaryOp),
     Where,
@@ -175,6 +176,7 @@ impl Kind {
             "full" => Kind::Full,
             "constant" => Kind::Constant,
             "iota" => Kind::Iota,
+            "dim_value" => Kind::DimValue,
             "where" => Kind::Where,
             "cast" => Kind::Cast,
             "reshape" => Kind::Reshape,
@@ -220,6 +222,7 @@ impl Kind {
             | Kind::Where => &[],
             Kind::Iota | Kind::Concat | Kind::IndexSelect | Kind::Gather => &["axis"],
             Kind::Cast => &["to"],
+            Kind::DimValue => &["dim"],
             Kind::Reduce(_) => &["axes", "keepdim"],
             Kind::Reshape | Kind::Expand => &["shape"],
             Kind::Permute => &["perm"],
@@ -444,6 +447,13 @@ fn build_op(
             dtype,
             shape,
         },
+        (Kind::DimValue, _) => {
+            let (at, v) = attrs.value(c, "dim")?;
+            Op::DimValue {
+                dim: parse_dim(c, at, v)?,
+                dtype,
+            }
+        }
         (Kind::Unary(u), _) => Op::Unary(u),
         (Kind::Binary(b), _) => Op::Binary(b),
         (Kind::Where, _) => Op::Where,

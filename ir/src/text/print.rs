@@ -60,6 +60,7 @@ fn write_node(f: &mut fmt::Formatter<'_>, node: &Node) -> fmt::Result {
         | Op::IndexSelect { axis }
         | Op::Gather { axis } => write!(f, " axis={axis}"),
         Op::Cast { to } => write!(f, " to={to}"),
+        Op::DimValue { dim, .. } => write!(f, " dim={}", DimAttr(dim)),
         Op::Reduce { axes, keepdim, .. } => {
             write!(f, " axes=")?;
             write_list(f, axes)?;
