@@ -1,0 +1,439 @@
+//! The reference interpreter against NumPy, op by op.
+//!
+//! `fixtures/ops.safetensors` is made by `scripts/fixtures/make_op_fixtures.py` (see its header
+//! for the format and the tolerances). Each case is one op applied to stored operands; this
+//! test builds the case's graph with the builder, runs the interpreter and compares with the
+//! stored result: integers, bools and quantized blocks exactly, floats exactly or within the
+//! case's `ulps` (f64: 1e-12 relative) plus its `atol`. NaN must match NaN; the sign of zero
+//! is not compared.
+//!
+//! The test fails if the file's case count disagrees with the cases found, if any stored
+//! tensor goes unused, or if some op of the IR appears in no case.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use half::{bf16, f16};
+use kiln_ir::interp::{run, Env};
+use kiln_ir::{
+    BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceOp, Scalar, ScatterReduce, Shape, Storage,
+    Tensor, UnaryOp,
+};
+use safetensors::tensor::TensorView;
+use safetensors::SafeTensors;
+use serde_json::Value as Json;
+
+static FIXTURES: &[u8] = include_bytes!("fixtures/ops.safetensors");
+
+/// The op family of a node, by an exhaustive match: adding an op to the IR breaks this
+/// function until the op is listed in [`FAMILIES`] (and then given fixture cases).
+fn family(op: &Op) -> String {
+    match op {
+        Op::Input { .. } => "input".into(),
+        Op::Param { .. } => "param".into(),
+        Op::State { .. } => "state".into(),
+        Op::Full { .. } => "full".into(),
+        Op::Constant { .. } => "constant".into(),
+        Op::Iota { .. } => "iota".into(),
+        Op::Unary(u) => u.name().into(),
+        Op::Binary(b) => b.name().into(),
+        Op::Where => "where".into(),
+        Op::Cast { .. } => "cast".into(),
+        Op::Reduce { op, .. } => format!("reduce.{}", op.name()),
+        Op::Reshape { .. } => "reshape".into(),
+        Op::Permute { .. } => "permute".into(),
+        Op::Expand { .. } => "expand".into(),
+        Op::Slice { .. } => "slice".into(),
+        Op::Pad { .. } => "pad".into(),
+        Op::Concat { .. } => "concat".into(),
+        Op::Flip { .. } => "flip".into(),
+        Op::IndexSelect { .. } => "index_select".into(),
+        Op::Gather { .. } => "gather".into(),
+        Op::Scatter { .. } => "scatter".into(),
+        Op::SliceUpdate { .. } => "slice_update".into(),
+        Op::MatMul { .. } => "matmul".into(),
+    }
+}
+
+/// Every op family without a sub-op list (unary, binary and reduce ops come from their `ALL`).
+const FAMILIES: [&str; 20] = [
+    "input",
+    "param",
+    "state",
+    "full",
+    "constant",
+    "iota",
+    "where",
+    "cast",
+    "reshape",
+    "permute",
+    "expand",
+    "slice",
+    "pad",
+    "concat",
+    "flip",
+    "index_select",
+    "gather",
+    "scatter",
+    "slice_update",
+    "matmul",
+];
+
+fn expected_families() -> BTreeSet<String> {
+    FAMILIES
+        .iter()
+        .map(|s| s.to_string())
+        .chain(UnaryOp::ALL.iter().map(|u| u.name().to_string()))
+        .chain(BinaryOp::ALL.iter().map(|b| b.name().to_string()))
+        .chain(ReduceOp::ALL.iter().map(|r| format!("reduce.{}", r.name())))
+        .collect()
+}
+
+struct Case {
+    name: String,
+    desc: Json,
+}
+
+fn cases(st: &SafeTensors) -> (Vec<Case>, usize) {
+    let (_, metadata) = SafeTensors::read_metadata(FIXTURES).expect("fixture header parses");
+    let meta = metadata
+        .metadata()
+        .as_ref()
+        .expect("fixture has __metadata__");
+    let count: usize = meta["count"].parse().expect("count is a number");
+    let mut out: Vec<Case> = meta
+        .iter()
+        .filter(|(k, _)| k.as_str() != "count")
+        .map(|(k, v)| Case {
+            name: k.clone(),
+            desc: serde_json::from_str(v).unwrap_or_else(|e| panic!("{k}: bad JSON: {e}")),
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    assert!(!st.names().is_empty());
+    (out, count)
+}
+
+fn dtype(name: &str) -> DType {
+    DType::from_name(name).unwrap_or_else(|| panic!("unknown dtype {name}"))
+}
+
+fn dim(v: &Json) -> Dim {
+    match v {
+        Json::Number(n) => Dim::constant(n.as_i64().expect("integer dim")),
+        Json::String(s) => Dim::parse(s).expect("dim expression parses"),
+        _ => panic!("bad dim {v}"),
+    }
+}
+
+fn shape(v: &Json) -> Shape {
+    Shape(
+        v.as_array()
+            .expect("shape is a list")
+            .iter()
+            .map(dim)
+            .collect(),
+    )
+}
+
+fn usizes(v: &Json) -> Vec<usize> {
+    v.as_array()
+        .expect("list")
+        .iter()
+        .map(|x| x.as_u64().expect("non-negative integer") as usize)
+        .collect()
+}
+
+fn scalar(v: &Json) -> Scalar {
+    v.as_str()
+        .expect("scalar string")
+        .parse()
+        .expect("scalar parses")
+}
+
+fn chunks<const N: usize>(b: &[u8]) -> impl Iterator<Item = [u8; N]> + '_ {
+    b.chunks_exact(N).map(|c| c.try_into().expect("chunk"))
+}
+
+/// A stored tensor as a Kiln tensor of `dt` (raw blocks for a quantized `dt`).
+fn tensor(view: &TensorView, dt: DType, shape: Vec<usize>) -> Tensor {
+    let b = view.data();
+    let storage = match dt {
+        DType::F32 => Storage::F32(chunks(b).map(f32::from_le_bytes).collect()),
+        DType::F16 => Storage::F16(
+            chunks(b)
+                .map(|c| f16::from_bits(u16::from_le_bytes(c)))
+                .collect(),
+        ),
+        DType::BF16 => Storage::BF16(
+            chunks(b)
+                .map(|c| bf16::from_bits(u16::from_le_bytes(c)))
+                .collect(),
+        ),
+        DType::F64 => Storage::F64(chunks(b).map(f64::from_le_bytes).collect()),
+        DType::I8 => Storage::I8(b.iter().map(|&x| x as i8).collect()),
+        DType::I16 => Storage::I16(chunks(b).map(i16::from_le_bytes).collect()),
+        DType::I32 => Storage::I32(chunks(b).map(i32::from_le_bytes).collect()),
+        DType::I64 => Storage::I64(chunks(b).map(i64::from_le_bytes).collect()),
+        DType::U8 => Storage::U8(b.to_vec()),
+        DType::U32 => Storage::U32(chunks(b).map(u32::from_le_bytes).collect()),
+        DType::Bool => Storage::Bool(b.iter().map(|&x| x != 0).collect()),
+        DType::Quant(q) => Storage::Quant(q, b.to_vec()),
+    };
+    Tensor::new(shape, storage).expect("stored tensor fits its shape")
+}
+
+/// The safetensors dtype name of a plain Kiln dtype.
+fn st_dtype(dt: DType) -> &'static str {
+    match dt {
+        DType::Quant(_) => "U8",
+        DType::Bool => "BOOL",
+        DType::F32 => "F32",
+        DType::F16 => "F16",
+        DType::BF16 => "BF16",
+        DType::F64 => "F64",
+        DType::I8 => "I8",
+        DType::I16 => "I16",
+        DType::I32 => "I32",
+        DType::I64 => "I64",
+        DType::U8 => "U8",
+        DType::U32 => "U32",
+    }
+}
+
+fn load(st: &SafeTensors, name: &str, dt: DType, shape: Option<Vec<usize>>) -> Tensor {
+    let view = st
+        .tensor(name)
+        .unwrap_or_else(|e| panic!("tensor {name}: {e}"));
+    assert_eq!(
+        format!("{:?}", view.dtype()),
+        st_dtype(dt),
+        "{name}: stored dtype vs {dt}"
+    );
+    let shape = shape.unwrap_or_else(|| view.shape().to_vec());
+    tensor(&view, dt, shape)
+}
+
+/// Builds the case's graph and environment, and loads its expected result.
+fn build(st: &SafeTensors, case: &Case, used: &mut BTreeSet<String>) -> (Graph, Env, Tensor) {
+    let d = &case.desc;
+    let name = &case.name;
+    let mut g = Graph::new();
+    let mut env = Env::new();
+    for (k, v) in d["bindings"].as_object().expect("bindings") {
+        env = env.bind(k, v.as_i64().expect("binding value"));
+    }
+    let mut ids: Vec<NodeId> = Vec::new();
+    for (i, inp) in d["inputs"].as_array().expect("inputs").iter().enumerate() {
+        let tname = format!("{name}.in{i}");
+        let dt = dtype(inp["dtype"].as_str().expect("dtype"));
+        let sym = shape(&inp["shape"]);
+        let concrete = if dt.is_quantized() {
+            Some(usizes(&inp["shape"]))
+        } else {
+            None
+        };
+        let t = load(st, &tname, dt, concrete);
+        used.insert(tname);
+        let arg = format!("in{i}");
+        let id = match inp["kind"].as_str().expect("kind") {
+            "input" => {
+                env.set_input(&arg, t);
+                g.input(&arg, dt, sym)
+            }
+            "param" => {
+                env.set_param(&arg, t);
+                g.param(&arg, dt, sym)
+            }
+            "state" => {
+                env.set_state(&arg, t);
+                g.state(&arg, dt, sym)
+            }
+            "constant" => g.constant(t),
+            k => panic!("{name}: unknown kind {k}"),
+        }
+        .unwrap_or_else(|e| panic!("{name}: operand {i}: {e}"));
+        ids.push(id);
+    }
+    let a = &d["attrs"];
+    let axis = || a["axis"].as_u64().expect("axis") as usize;
+    let x = ids.first().copied().unwrap_or(NodeId(0));
+    let fname = a["fn"].as_str().unwrap_or_default();
+    let out = match d["op"].as_str().expect("op") {
+        "unary" => {
+            let u = UnaryOp::ALL.into_iter().find(|u| u.name() == fname);
+            g.unary(u.expect("unary op"), x)
+        }
+        "binary" => {
+            let b = BinaryOp::ALL.into_iter().find(|b| b.name() == fname);
+            g.binary(b.expect("binary op"), x, ids[1])
+        }
+        "where" => g.where_(x, ids[1], ids[2]),
+        "cast" => g.cast(x, dtype(a["to"].as_str().expect("to"))),
+        "reduce" => {
+            let r = ReduceOp::ALL.into_iter().find(|r| r.name() == fname);
+            let keep = a["keepdim"].as_bool().expect("keepdim");
+            g.reduce(r.expect("reduce op"), x, &usizes(&a["axes"]), keep)
+        }
+        "reshape" => g.reshape(x, shape(&a["shape"])),
+        "permute" => g.permute(x, &usizes(&a["perm"])),
+        "expand" => g.expand(x, shape(&a["shape"])),
+        "slice" => g.slice(
+            x,
+            axis(),
+            dim(&a["start"]),
+            dim(&a["end"]),
+            a["step"].as_i64().expect("step"),
+        ),
+        "pad" => {
+            let pads = a["pads"]
+                .as_array()
+                .expect("pads")
+                .iter()
+                .map(|p| (dim(&p[0]), dim(&p[1])))
+                .collect();
+            g.pad(x, pads, scalar(&a["value"]))
+        }
+        "concat" => g.concat(&ids, axis()),
+        "flip" => g.flip(x, &usizes(&a["axes"])),
+        "index_select" => g.index_select(x, axis(), ids[1]),
+        "gather" => g.gather(x, axis(), ids[1]),
+        "scatter" => {
+            let reduce = match a["reduce"].as_str().expect("reduce") {
+                "assign" => ScatterReduce::Assign,
+                "add" => ScatterReduce::Add,
+                r => panic!("{name}: scatter reduce {r}"),
+            };
+            g.scatter(x, axis(), ids[1], ids[2], reduce)
+        }
+        "slice_update" => g.slice_update(x, ids[1], axis(), dim(&a["start"])),
+        "matmul" => g.matmul_t(
+            x,
+            ids[1],
+            a["trans_a"].as_bool().expect("trans_a"),
+            a["trans_b"].as_bool().expect("trans_b"),
+        ),
+        "full" => g.full(
+            scalar(&a["value"]),
+            dtype(a["dtype"].as_str().expect("dtype")),
+            shape(&a["shape"]),
+        ),
+        "iota" => g.iota(
+            axis(),
+            dtype(a["dtype"].as_str().expect("dtype")),
+            shape(&a["shape"]),
+        ),
+        "identity" => Ok(x),
+        op => panic!("{name}: unknown op {op}"),
+    }
+    .unwrap_or_else(|e| panic!("{name}: building the graph: {e}"));
+    g.set_output("out", out).expect("set output");
+    let out_dt = dtype(d["out"].as_str().expect("out dtype"));
+    let out_shape = d.get("out_shape").map(usizes);
+    let oname = format!("{name}.out");
+    let expected = load(st, &oname, out_dt, out_shape);
+    used.insert(oname);
+    (g, env, expected)
+}
+
+/// One unit in the last place of `dt` at `x` (the larger one at a power of two).
+fn ulp(dt: DType, x: f64) -> f64 {
+    let (p, emin) = match dt {
+        DType::F32 => (24, -126),
+        DType::F16 => (11, -14),
+        DType::BF16 => (8, -126),
+        _ => (53, -1022),
+    };
+    let biased = ((x.abs().to_bits() >> 52) & 0x7ff) as i32;
+    let e = (biased - 1023).max(emin);
+    2f64.powi(e - (p - 1))
+}
+
+fn compare(got: &Tensor, exp: &Tensor, ulps: f64, atol: f64) -> Result<(), String> {
+    if got.dtype() != exp.dtype() || got.shape() != exp.shape() {
+        return Err(format!(
+            "got {}{:?}, expected {}{:?}",
+            got.dtype(),
+            got.shape(),
+            exp.dtype(),
+            exp.shape()
+        ));
+    }
+    let dt = exp.dtype();
+    if !dt.is_float() {
+        return if got == exp {
+            Ok(())
+        } else {
+            Err(format!("got {got:?}\nexpected {exp:?}"))
+        };
+    }
+    let (g, e) = (got.to_f64_vec().unwrap(), exp.to_f64_vec().unwrap());
+    for (i, (&g, &e)) in g.iter().zip(&e).enumerate() {
+        let ok = if e.is_nan() || g.is_nan() {
+            e.is_nan() && g.is_nan()
+        } else if g == e {
+            true
+        } else if e.is_infinite() || g.is_infinite() {
+            false
+        } else {
+            let tol = if ulps == 0.0 {
+                0.0
+            } else if dt == DType::F64 {
+                1e-12 * e.abs()
+            } else {
+                ulps * ulp(dt, e)
+            };
+            (g - e).abs() <= tol + atol
+        };
+        if !ok {
+            return Err(format!(
+                "element {i}: got {g:e}, expected {e:e} (ulps {ulps}, atol {atol:e})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_op_matches_numpy() {
+    let st = SafeTensors::deserialize(FIXTURES).expect("fixture file parses");
+    let (cases, count) = cases(&st);
+    assert_eq!(cases.len(), count, "cases in the metadata vs its count");
+    assert!(count > 500, "suspiciously few fixture cases: {count}");
+    let mut used = BTreeSet::new();
+    let mut seen = BTreeSet::new();
+    let mut per_family: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for case in &cases {
+        let (g, env, expected) = build(&st, case, &mut used);
+        for n in g.nodes() {
+            seen.insert(family(&n.op));
+        }
+        let out = g.outputs()[0].1;
+        *per_family.entry(family(&g.node(out).op)).or_default() += 1;
+        let ulps = case.desc["ulps"].as_f64().expect("ulps");
+        let atol = case.desc["atol"].as_f64().expect("atol");
+        let result = run(&g, &env)
+            .map_err(|e| format!("evaluation failed: {e}"))
+            .and_then(|o| compare(o.get("out").expect("output"), &expected, ulps, atol));
+        if let Err(msg) = result {
+            failures.push(format!("{}: {msg}", case.name));
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, count);
+    let all: BTreeSet<String> = st.names().into_iter().cloned().collect();
+    let unused: Vec<_> = all.difference(&used).collect();
+    assert!(unused.is_empty(), "tensors no case uses: {unused:?}");
+    let missing: Vec<_> = expected_families().difference(&seen).cloned().collect();
+    assert!(
+        missing.is_empty(),
+        "ops without a fixture case: {missing:?}"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {count} cases failed:\n{}",
+        failures.len(),
+        failures[..failures.len().min(40)].join("\n")
+    );
+}
