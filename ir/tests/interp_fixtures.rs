@@ -34,6 +34,7 @@ fn family(op: &Op) -> String {
         Op::Full { .. } => "full".into(),
         Op::Constant { .. } => "constant".into(),
         Op::Iota { .. } => "iota".into(),
+        Op::DimValue { .. } => "dim_value".into(),
         Op::Unary(u) => u.name().into(),
         Op::Binary(b) => b.name().into(),
         Op::Where => "where".into(),
@@ -55,13 +56,14 @@ fn family(op: &Op) -> String {
 }
 
 /// Every op family without a sub-op list (unary, binary and reduce ops come from their `ALL`).
-const FAMILIES: [&str; 20] = [
+const FAMILIES: [&str; 21] = [
     "input",
     "param",
     "state",
     "full",
     "constant",
     "iota",
+    "dim_value",
     "where",
     "cast",
     "reshape",
@@ -322,6 +324,7 @@ fn build(st: &SafeTensors, case: &Case, used: &mut BTreeSet<String>) -> (Graph, 
             dtype(a["dtype"].as_str().expect("dtype")),
             shape(&a["shape"]),
         ),
+        "dim_value" => g.dim_value(dim(&a["dim"]), dtype(a["dtype"].as_str().expect("dtype"))),
         "identity" => Ok(x),
         op => panic!("{name}: unknown op {op}"),
     }

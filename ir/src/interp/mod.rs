@@ -549,6 +549,10 @@ fn eval_node(
         Op::Constant { value } => Value::from_tensor(value),
         Op::Full { value, dtype, .. } => elementwise::full(&ctx, *value, *dtype, &shape)?,
         Op::Iota { axis, dtype, .. } => elementwise::iota(&ctx, *axis, *dtype, &shape)?,
+        Op::DimValue { dim, dtype } => {
+            let v = eval_dim(&ctx, dim, b)?;
+            elementwise::full(&ctx, crate::Scalar::Int(v), *dtype, &shape)?
+        }
         Op::Unary(u) => elementwise::unary(&ctx, *u, arg(0)?)?,
         Op::Binary(op) => elementwise::binary(&ctx, *op, arg(0)?, arg(1)?)?,
         Op::Where => elementwise::where_(&ctx, arg(0)?, arg(1)?, arg(2)?)?,

@@ -71,6 +71,6 @@ impl Tensor {
         let row = tracer.push_with(loc, |g| g.iota(0, DType::I64, shape.clone()));
         let col = tracer.push_with(loc, |g| g.iota(1, DType::I64, shape.clone()));
         let diag = row.dim_value_like(&diagonal.into(), loc);
-        col.le(&row.add(&diag))
+        col.le(row.add(&diag))
     }
 }
