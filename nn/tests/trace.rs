@@ -31,3 +31,29 @@ fn errors_carry_the_call_site() {
     assert!(e.location.starts_with("nn/tests/trace.rs:"), "{e}");
     assert!(e.to_string().contains("matmul"), "{e}");
 }
+
+mod common;
+
+#[test]
+fn traced_linear_runs_on_the_interpreter() {
+    use kiln_ir::Tensor;
+    let lin = Linear::new(&LinearConfig::new(2, 2));
+    let tr = Trace::new();
+    let x = tr.input("x", DType::F32, dims!["seq", 2]);
+    tr.output("y", &lin.forward(&x));
+    let g = tr.finish().unwrap();
+    let params = vec![
+        (
+            "weight".to_string(),
+            Tensor::from_vec(vec![2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap(),
+        ),
+        (
+            "bias".to_string(),
+            Tensor::from_vec(vec![2], vec![0.5f32, -0.5]).unwrap(),
+        ),
+    ];
+    let x = Tensor::from_vec(vec![1, 2], vec![1.0f32, 1.0]).unwrap();
+    let y = common::eval(&g, &params, &[("x", x)], "y");
+    let want = Tensor::from_vec(vec![1, 2], vec![3.5f32, 6.5]).unwrap();
+    common::assert_close("linear", &y, &want, 0.0, 0.0);
+}
