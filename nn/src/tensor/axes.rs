@@ -37,6 +37,12 @@ impl AxisList for Vec<isize> {
 pub trait Scalarish: Copy {
     /// The value as an IR scalar suitable for `dtype`.
     fn to_scalar(self, dtype: DType) -> Scalar;
+
+    /// The dtype PyTorch gives such a scalar when no tensor decides (`torch.where(c, 1, 0)`
+    /// is i64): f32 for floats, i64 for integers, bool for bools.
+    fn natural_dtype(self) -> DType {
+        DType::F32
+    }
 }
 
 impl Scalarish for f64 {
@@ -64,6 +70,10 @@ impl Scalarish for f32 {
 }
 
 impl Scalarish for i64 {
+    fn natural_dtype(self) -> DType {
+        DType::I64
+    }
+
     fn to_scalar(self, dtype: DType) -> Scalar {
         if dtype.is_float() {
             Scalar::Float(self as f64)
@@ -76,12 +86,20 @@ impl Scalarish for i64 {
 }
 
 impl Scalarish for i32 {
+    fn natural_dtype(self) -> DType {
+        DType::I64
+    }
+
     fn to_scalar(self, dtype: DType) -> Scalar {
         i64::from(self).to_scalar(dtype)
     }
 }
 
 impl Scalarish for bool {
+    fn natural_dtype(self) -> DType {
+        DType::Bool
+    }
+
     fn to_scalar(self, dtype: DType) -> Scalar {
         if dtype.is_bool() {
             Scalar::Bool(self)

@@ -9,7 +9,8 @@ impl Tensor {
     #[track_caller]
     pub fn index_select(&self, dim: isize, index: &Tensor) -> Tensor {
         let loc = Location::caller();
-        let (Some(a), Some(i)) = (self.axis(dim, loc), self.same_trace(index, loc)) else {
+        let op = "index_select";
+        let (Some(a), Some(i)) = (self.axis(op, dim, loc), self.same_trace(op, index, loc)) else {
             return self.tracer.placeholder();
         };
         self.build(loc, |g| g.index_select(self.id, a, i))
@@ -19,7 +20,8 @@ impl Tensor {
     #[track_caller]
     pub fn gather(&self, dim: isize, index: &Tensor) -> Tensor {
         let loc = Location::caller();
-        let (Some(a), Some(i)) = (self.axis(dim, loc), self.same_trace(index, loc)) else {
+        let op = "gather";
+        let (Some(a), Some(i)) = (self.axis(op, dim, loc), self.same_trace(op, index, loc)) else {
             return self.tracer.placeholder();
         };
         self.build(loc, |g| g.gather(self.id, a, i))
@@ -45,8 +47,15 @@ impl Tensor {
         reduce: ScatterReduce,
         loc: &Location<'_>,
     ) -> Tensor {
-        let a = self.axis(dim, loc);
-        let (i, s) = (self.same_trace(index, loc), self.same_trace(src, loc));
+        let op = match reduce {
+            ScatterReduce::Add => "scatter_add",
+            _ => "scatter",
+        };
+        let a = self.axis(op, dim, loc);
+        let (i, s) = (
+            self.same_trace(op, index, loc),
+            self.same_trace(op, src, loc),
+        );
         let (Some(a), Some(i), Some(s)) = (a, i, s) else {
             return self.tracer.placeholder();
         };
@@ -58,7 +67,8 @@ impl Tensor {
     #[track_caller]
     pub fn slice_update(&self, dim: isize, start: impl Into<Dim>, src: &Tensor) -> Tensor {
         let loc = Location::caller();
-        let (Some(a), Some(s)) = (self.axis(dim, loc), self.same_trace(src, loc)) else {
+        let op = "slice_update";
+        let (Some(a), Some(s)) = (self.axis(op, dim, loc), self.same_trace(op, src, loc)) else {
             return self.tracer.placeholder();
         };
         let start = start.into();

@@ -9,14 +9,30 @@ impl Tensor {
     #[track_caller]
     pub fn matmul(&self, rhs: &Tensor) -> Tensor {
         let loc = Location::caller();
-        let Some(r) = self.same_trace(rhs, loc) else {
+        let Some(r) = self.same_trace("matmul", rhs, loc) else {
             return self.tracer.placeholder();
         };
         let (ra, rb) = (self.rank(), rhs.rank());
         if ra == 0 || rb == 0 {
             return self.usage(
                 loc,
-                format!("matmul of a scalar: {} @ {}", self.ty(), rhs.ty()),
+                format!(
+                    "matmul: {} @ {}: a rank-0 operand (use mul)",
+                    self.ty(),
+                    rhs.ty()
+                ),
+            );
+        }
+        let ka = self.shape()[ra - 1].clone();
+        let kb = rhs.shape()[rb.saturating_sub(2)].clone();
+        if ka != kb {
+            return self.usage(
+                loc,
+                format!(
+                    "matmul: {} @ {}: the contraction dims {ka} and {kb} differ",
+                    self.ty(),
+                    rhs.ty()
+                ),
             );
         }
         let a = if ra == 1 {
@@ -29,10 +45,12 @@ impl Tensor {
         } else {
             Tensor::from_node(self.tracer.clone(), r)
         };
+        // `[.., m, n]`: drop the `m` of a 1-D `self`, then the `n` of a 1-D `rhs` (both for a
+        // dot product, which is rank 0).
         let out = a.build(loc, |g| g.matmul(a.id, b.id));
-        let out = if rb == 1 { out.squeeze(-1) } else { out };
-        if ra == 1 {
-            out.squeeze(-2)
+        let out = if ra == 1 { out.squeeze(-2) } else { out };
+        if rb == 1 {
+            out.squeeze(-1)
         } else {
             out
         }
@@ -43,7 +61,7 @@ impl Tensor {
     #[track_caller]
     pub fn matmul_t(&self, weight: &Tensor) -> Tensor {
         let loc = Location::caller();
-        let Some(w) = self.same_trace(weight, loc) else {
+        let Some(w) = self.same_trace("matmul_t", weight, loc) else {
             return self.tracer.placeholder();
         };
         self.build(loc, |g| g.matmul_t(self.id, w, false, true))

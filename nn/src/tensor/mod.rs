@@ -20,6 +20,7 @@ pub use axes::{AxisList, Scalarish};
 use crate::trace::{TraceErrorKind, Tracer};
 use kiln_ir::{DType, Dim, Graph, IrError, NodeId, Shape, TensorType};
 use std::panic::Location;
+use std::rc::Rc;
 
 /// A symbolic tensor: a node in the graph being traced.
 #[derive(Clone)]
@@ -68,25 +69,28 @@ impl Tensor {
     /// error and returns 1.
     #[track_caller]
     pub fn size(&self, dim: isize) -> Dim {
-        match self.axis(dim, Location::caller()) {
+        match self.axis("size", dim, Location::caller()) {
             Some(a) => self.shape()[a].clone(),
             None => Dim::constant(1),
         }
     }
 
-    /// Resolves a possibly negative axis; records an error if out of range.
-    pub(crate) fn axis(&self, dim: isize, loc: &Location<'_>) -> Option<usize> {
+    /// Resolves a possibly negative axis for `op`; records an error if out of range.
+    pub(crate) fn axis(&self, op: &str, dim: isize, loc: &Location<'_>) -> Option<usize> {
         resolve_axis(dim, self.rank()).or_else(|| {
-            self.usage(loc, format!("dim {dim} is out of range for {}", self.ty()));
+            self.usage(
+                loc,
+                format!("{op}: dim {dim} is out of range for {}", self.ty()),
+            );
             None
         })
     }
 
-    /// Resolves a list of axes (negative allowed), sorted and deduplicated.
-    pub(crate) fn axes(&self, dims: &[isize], loc: &Location<'_>) -> Option<Vec<usize>> {
+    /// Resolves a list of axes (negative allowed) for `op`, sorted and deduplicated.
+    pub(crate) fn axes(&self, op: &str, dims: &[isize], loc: &Location<'_>) -> Option<Vec<usize>> {
         let mut out = Vec::with_capacity(dims.len());
         for &d in dims {
-            out.push(self.axis(d, loc)?);
+            out.push(self.axis(op, d, loc)?);
         }
         out.sort_unstable();
         out.dedup();
@@ -108,9 +112,26 @@ impl Tensor {
         self.tracer.push_with(loc, f)
     }
 
-    /// The node of `other` if it belongs to the same trace (else records an error).
-    pub(crate) fn same_trace(&self, other: &Tensor, loc: &Location<'_>) -> Option<NodeId> {
-        self.tracer.own(other, loc)
+    /// The node of `other` if it belongs to the same trace; else records an error naming
+    /// `op` and both tensors.
+    pub(crate) fn same_trace(
+        &self,
+        op: &str,
+        other: &Tensor,
+        loc: &Location<'_>,
+    ) -> Option<NodeId> {
+        if Rc::ptr_eq(&self.tracer.0, &other.tracer.0) {
+            return Some(other.id);
+        }
+        self.usage(
+            loc,
+            format!(
+                "{op}: {} and {} belong to different traces",
+                self.ty(),
+                other.ty()
+            ),
+        );
+        None
     }
 }
 

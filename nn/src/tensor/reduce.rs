@@ -8,12 +8,13 @@ use std::panic::Location;
 impl Tensor {
     fn reduce_dims(
         &self,
+        name: &str,
         op: ReduceOp,
         dims: &dyn AxisList,
         keepdim: bool,
         loc: &Location<'_>,
     ) -> Tensor {
-        match self.axes(&dims.to_axes(), loc) {
+        match self.axes(name, &dims.to_axes(), loc) {
             Some(axes) => self.build(loc, |g| g.reduce(op, self.id, &axes, keepdim)),
             None => self.tracer.placeholder(),
         }
@@ -22,52 +23,61 @@ impl Tensor {
     /// Sum over `dims`.
     #[track_caller]
     pub fn sum(&self, dims: impl AxisList, keepdim: bool) -> Tensor {
-        self.reduce_dims(ReduceOp::Sum, &dims, keepdim, Location::caller())
+        self.reduce_dims("sum", ReduceOp::Sum, &dims, keepdim, Location::caller())
     }
 
-    /// Sum over every axis (a rank-0 result).
+    /// Sum over every axis (a rank-0 result; a rank-0 tensor is its own sum).
     #[track_caller]
     pub fn sum_all(&self) -> Tensor {
+        if self.rank() == 0 {
+            return self.clone();
+        }
         let all: Vec<isize> = (0..self.rank() as isize).collect();
-        self.reduce_dims(ReduceOp::Sum, &all, false, Location::caller())
+        self.reduce_dims("sum_all", ReduceOp::Sum, &all, false, Location::caller())
     }
 
     /// Product over `dims`.
     #[track_caller]
     pub fn prod(&self, dims: impl AxisList, keepdim: bool) -> Tensor {
-        self.reduce_dims(ReduceOp::Prod, &dims, keepdim, Location::caller())
+        self.reduce_dims("prod", ReduceOp::Prod, &dims, keepdim, Location::caller())
     }
 
     /// Maximum over `dims` (values only; see [`Tensor::argmax`]).
     #[track_caller]
     pub fn max(&self, dims: impl AxisList, keepdim: bool) -> Tensor {
-        self.reduce_dims(ReduceOp::Max, &dims, keepdim, Location::caller())
+        self.reduce_dims("max", ReduceOp::Max, &dims, keepdim, Location::caller())
     }
 
     /// Minimum over `dims`.
     #[track_caller]
     pub fn min(&self, dims: impl AxisList, keepdim: bool) -> Tensor {
-        self.reduce_dims(ReduceOp::Min, &dims, keepdim, Location::caller())
+        self.reduce_dims("min", ReduceOp::Min, &dims, keepdim, Location::caller())
     }
 
-    /// Index of the first maximum along `dim`, as i64.
+    /// Index of the first maximum along `dim`, as i64 (a NaN counts as the maximum).
     #[track_caller]
     pub fn argmax(&self, dim: isize, keepdim: bool) -> Tensor {
-        self.reduce_dims(ReduceOp::ArgMax, &dim, keepdim, Location::caller())
+        self.reduce_dims(
+            "argmax",
+            ReduceOp::ArgMax,
+            &dim,
+            keepdim,
+            Location::caller(),
+        )
     }
 
     /// Mean over `dims`: the sum divided by the (symbolic) number of reduced elements.
     #[track_caller]
     pub fn mean(&self, dims: impl AxisList, keepdim: bool) -> Tensor {
         let loc = Location::caller();
-        let Some(axes) = self.axes(&dims.to_axes(), loc) else {
+        let Some(axes) = self.axes("mean", &dims.to_axes(), loc) else {
             return self.tracer.placeholder();
         };
         let shape = self.shape();
         let count = axes
             .iter()
             .fold(kiln_ir::Dim::constant(1), |acc, &a| acc * shape[a].clone());
-        let sum = self.reduce_dims(ReduceOp::Sum, &dims, keepdim, loc);
+        let sum = self.reduce_dims("mean", ReduceOp::Sum, &dims, keepdim, loc);
         let n = sum.dim_value_like(&count, loc);
         sum.binary(kiln_ir::BinaryOp::Div, &n, loc)
     }
@@ -77,7 +87,7 @@ impl Tensor {
     #[track_caller]
     pub fn var(&self, dims: impl AxisList, keepdim: bool, correction: i64) -> Tensor {
         let loc = Location::caller();
-        let Some(axes) = self.axes(&dims.to_axes(), loc) else {
+        let Some(axes) = self.axes("var", &dims.to_axes(), loc) else {
             return self.tracer.placeholder();
         };
         let shape = self.shape();
@@ -87,7 +97,7 @@ impl Tensor {
         let mean = self.mean(dims.to_axes(), true);
         let centered = self.sub(&mean);
         let sq = centered.square();
-        let sum = sq.reduce_dims(ReduceOp::Sum, &dims, keepdim, loc);
+        let sum = sq.reduce_dims("var", ReduceOp::Sum, &dims, keepdim, loc);
         let n = sum.dim_value_like(&(count - kiln_ir::Dim::constant(correction)), loc);
         sum.binary(kiln_ir::BinaryOp::Div, &n, loc)
     }
@@ -96,11 +106,11 @@ impl Tensor {
     #[track_caller]
     pub fn softmax(&self, dim: isize) -> Tensor {
         let loc = Location::caller();
-        let m = self.reduce_dims(ReduceOp::Max, &dim, true, loc);
+        let m = self.reduce_dims("softmax", ReduceOp::Max, &dim, true, loc);
         let e = self
             .binary(kiln_ir::BinaryOp::Sub, &m, loc)
             .unary(kiln_ir::UnaryOp::Exp, loc);
-        let s = e.reduce_dims(ReduceOp::Sum, &dim, true, loc);
+        let s = e.reduce_dims("softmax", ReduceOp::Sum, &dim, true, loc);
         e.binary(kiln_ir::BinaryOp::Div, &s, loc)
     }
 
@@ -108,11 +118,11 @@ impl Tensor {
     #[track_caller]
     pub fn log_softmax(&self, dim: isize) -> Tensor {
         let loc = Location::caller();
-        let m = self.reduce_dims(ReduceOp::Max, &dim, true, loc);
+        let m = self.reduce_dims("log_softmax", ReduceOp::Max, &dim, true, loc);
         let shifted = self.binary(kiln_ir::BinaryOp::Sub, &m, loc);
         let lse = shifted
             .unary(kiln_ir::UnaryOp::Exp, loc)
-            .reduce_dims(ReduceOp::Sum, &dim, true, loc)
+            .reduce_dims("log_softmax", ReduceOp::Sum, &dim, true, loc)
             .unary(kiln_ir::UnaryOp::Log, loc);
         shifted.binary(kiln_ir::BinaryOp::Sub, &lse, loc)
     }

@@ -10,7 +10,16 @@ impl Tensor {
     /// count (symbolically: `[batch*seq*64]` viewed as `[-1, 64]` gives `[batch*seq, 64]`).
     #[track_caller]
     pub fn reshape(&self, shape: Shape) -> Tensor {
-        let loc = Location::caller();
+        self.reshape_named("reshape", shape, Location::caller())
+    }
+
+    /// Same as [`Tensor::reshape`] (every IR view is free until the compiler decides).
+    #[track_caller]
+    pub fn view(&self, shape: Shape) -> Tensor {
+        self.reshape_named("view", shape, Location::caller())
+    }
+
+    fn reshape_named(&self, op: &str, shape: Shape, loc: &Location<'_>) -> Tensor {
         let minus_one = Dim::constant(-1);
         let holes = shape.dims().iter().filter(|d| **d == minus_one).count();
         let target = match holes {
@@ -25,7 +34,7 @@ impl Tensor {
                     return self.usage(
                         loc,
                         format!(
-                            "cannot infer the -1 of view {shape} for {}: {} elements are not a multiple of {known}",
+                            "{op}: cannot infer the -1 of {shape} for {}: {} elements are not a multiple of {known}",
                             self.ty(),
                             self.shape().numel()
                         ),
@@ -45,7 +54,12 @@ impl Tensor {
                         .collect(),
                 )
             }
-            _ => return self.usage(loc, format!("view {shape} has more than one -1")),
+            _ => {
+                return self.usage(
+                    loc,
+                    format!("{op}: {shape} for {} has more than one -1", self.ty()),
+                )
+            }
         };
         if target == self.shape() {
             return self.clone();
@@ -53,21 +67,24 @@ impl Tensor {
         self.build(loc, |g| g.reshape(self.id, target))
     }
 
-    /// Same as [`Tensor::reshape`] (every IR view is free until the compiler decides).
-    #[track_caller]
-    pub fn view(&self, shape: Shape) -> Tensor {
-        self.reshape(shape)
-    }
-
     /// Merges axes `start..=end` into one.
     #[track_caller]
     pub fn flatten(&self, start: isize, end: isize) -> Tensor {
         let loc = Location::caller();
-        let (Some(s), Some(e)) = (self.axis(start, loc), self.axis(end, loc)) else {
+        let (Some(s), Some(e)) = (
+            self.axis("flatten", start, loc),
+            self.axis("flatten", end, loc),
+        ) else {
             return self.tracer.placeholder();
         };
         if s > e {
-            return self.usage(loc, format!("flatten start {start} is after end {end}"));
+            return self.usage(
+                loc,
+                format!(
+                    "flatten: start {start} is after end {end} for {}",
+                    self.ty()
+                ),
+            );
         }
         let dims = self.shape().0;
         let merged = dims[s..=e]
@@ -86,7 +103,7 @@ impl Tensor {
         let Some(at) = super::resolve_axis(dim, self.rank() + 1) else {
             return self.usage(
                 loc,
-                format!("unsqueeze dim {dim} is out of range for {}", self.ty()),
+                format!("unsqueeze: dim {dim} is out of range for {}", self.ty()),
             );
         };
         let mut dims = self.shape().0;
@@ -94,11 +111,12 @@ impl Tensor {
         self.build(loc, |g| g.reshape(self.id, Shape(dims)))
     }
 
-    /// Removes axis `dim`, which must have size 1.
+    /// Removes axis `dim`, which must have size 1. (PyTorch silently leaves an axis of
+    /// another size; here that is an error, as the size may be symbolic.)
     #[track_caller]
     pub fn squeeze(&self, dim: isize) -> Tensor {
         let loc = Location::caller();
-        let Some(a) = self.axis(dim, loc) else {
+        let Some(a) = self.axis("squeeze", dim, loc) else {
             return self.tracer.placeholder();
         };
         let mut dims = self.shape().0;
@@ -106,8 +124,9 @@ impl Tensor {
             return self.usage(
                 loc,
                 format!(
-                    "cannot squeeze dim {dim} of {}: its size is not 1",
-                    self.ty()
+                    "squeeze: dim {dim} of {} has size {}, not 1",
+                    self.ty(),
+                    dims[a]
                 ),
             );
         }
@@ -121,7 +140,7 @@ impl Tensor {
         let loc = Location::caller();
         let mut perm = Vec::with_capacity(dims.len());
         for &d in dims {
-            match self.axis(d, loc) {
+            match self.axis("permute", d, loc) {
                 Some(a) => perm.push(a),
                 None => return self.tracer.placeholder(),
             }
@@ -133,7 +152,10 @@ impl Tensor {
     #[track_caller]
     pub fn transpose(&self, dim0: isize, dim1: isize) -> Tensor {
         let loc = Location::caller();
-        let (Some(a), Some(b)) = (self.axis(dim0, loc), self.axis(dim1, loc)) else {
+        let (Some(a), Some(b)) = (
+            self.axis("transpose", dim0, loc),
+            self.axis("transpose", dim1, loc),
+        ) else {
             return self.tracer.placeholder();
         };
         if a == b {
@@ -177,9 +199,10 @@ impl Tensor {
             return self.usage(
                 loc,
                 format!(
-                    "repeat needs at least {} counts for {}",
-                    self.rank(),
-                    self.ty()
+                    "repeat: {} counts for {}, which needs at least {}",
+                    repeats.len(),
+                    self.ty(),
+                    self.rank()
                 ),
             );
         }
@@ -211,22 +234,28 @@ impl Tensor {
                 Some(t) => {
                     t.record(
                         loc,
-                        crate::trace::TraceErrorKind::Usage("cat of no tensors".into()),
+                        crate::trace::TraceErrorKind::Usage("cat: no tensors".into()),
                     );
                     t.placeholder()
                 }
                 None => panic!("Tensor::cat of no tensors outside a trace"),
             };
         };
-        let Some(axis) = first.axis(dim, loc) else {
+        let Some(axis) = first.axis("cat", dim, loc) else {
             return first.tracer.placeholder();
         };
         let mut ids = Vec::with_capacity(tensors.len());
         for t in tensors {
-            match first.same_trace(t, loc) {
+            match first.same_trace("cat", t, loc) {
                 Some(id) => ids.push(id),
                 None => return first.tracer.placeholder(),
             }
+        }
+        if tensors.iter().any(|t| t.rank() != first.rank()) {
+            return first.usage(
+                loc,
+                format!("cat: tensors of different ranks: {}", types(tensors)),
+            );
         }
         if ids.len() == 1 {
             return first.clone();
@@ -238,13 +267,21 @@ impl Tensor {
     #[track_caller]
     pub fn stack(tensors: &[Tensor], dim: isize) -> Tensor {
         let loc = Location::caller();
+        if let Some(first) = tensors.first() {
+            if tensors.iter().any(|t| t.shape() != first.shape()) {
+                return first.usage(
+                    loc,
+                    format!("stack: tensors of different shapes: {}", types(tensors)),
+                );
+            }
+        }
         let expanded: Vec<Tensor> = tensors
             .iter()
             .map(|t| {
                 let Some(at) = super::resolve_axis(dim, t.rank() + 1) else {
                     return t.usage(
                         loc,
-                        format!("stack dim {dim} is out of range for {}", t.ty()),
+                        format!("stack: dim {dim} is out of range for {}", t.ty()),
                     );
                 };
                 let mut dims = t.shape().0;
@@ -267,7 +304,7 @@ impl Tensor {
         step: i64,
     ) -> Tensor {
         let loc = Location::caller();
-        let Some(a) = self.axis(dim, loc) else {
+        let Some(a) = self.axis("slice", dim, loc) else {
             return self.tracer.placeholder();
         };
         let (start, end) = (start.into(), end.into());
@@ -286,24 +323,30 @@ impl Tensor {
     }
 
     /// Splits into pieces of `size` along `dim`; the last may be smaller (`torch.split`).
-    /// The axis must have a constant size.
+    /// The axis must have a constant size; an empty axis gives one (empty) piece.
     #[track_caller]
     pub fn split(&self, size: usize, dim: isize) -> Vec<Tensor> {
         let loc = Location::caller();
-        let Some(a) = self.axis(dim, loc) else {
+        let Some(a) = self.axis("split", dim, loc) else {
             return vec![self.tracer.placeholder()];
         };
         let Some(total) = self.shape()[a].as_const() else {
             return vec![self.usage(
                 loc,
                 format!(
-                    "split needs a constant size on dim {dim}, {} has a symbolic one",
+                    "split: needs a constant size on dim {dim}, {} has a symbolic one",
                     self.ty()
                 ),
             )];
         };
         if size == 0 {
-            return vec![self.usage(loc, "split size must be at least 1".into())];
+            return vec![self.usage(
+                loc,
+                format!("split: size 0 for {}; it must be at least 1", self.ty()),
+            )];
+        }
+        if total == 0 {
+            return vec![self.clone()];
         }
         let size = size as i64;
         (0..total)
@@ -316,7 +359,7 @@ impl Tensor {
     #[track_caller]
     pub fn split_sizes(&self, sizes: &[Dim], dim: isize) -> Vec<Tensor> {
         let loc = Location::caller();
-        let Some(a) = self.axis(dim, loc) else {
+        let Some(a) = self.axis("split_sizes", dim, loc) else {
             return vec![self.tracer.placeholder()];
         };
         let total = sizes
@@ -326,7 +369,7 @@ impl Tensor {
             return vec![self.usage(
                 loc,
                 format!(
-                    "split sizes add up to {total}, dim {dim} of {} has {}",
+                    "split_sizes: the sizes add up to {total}, dim {dim} of {} has {}",
                     self.ty(),
                     self.shape()[a]
                 ),
@@ -342,17 +385,25 @@ impl Tensor {
         out
     }
 
-    /// Splits into `chunks` pieces along `dim` (`torch.chunk`): each `ceil(size / chunks)`.
+    /// Splits into pieces of `ceil(size / chunks)` along `dim` (`torch.chunk`), so there may
+    /// be fewer than `chunks`; an empty axis gives `chunks` empty pieces. A symbolic size
+    /// must divide evenly.
     #[track_caller]
     pub fn chunk(&self, chunks: usize, dim: isize) -> Vec<Tensor> {
         let loc = Location::caller();
-        let Some(a) = self.axis(dim, loc) else {
+        let Some(a) = self.axis("chunk", dim, loc) else {
             return vec![self.tracer.placeholder()];
         };
         if chunks == 0 {
-            return vec![self.usage(loc, "chunk count must be at least 1".into())];
+            return vec![self.usage(
+                loc,
+                format!("chunk: 0 chunks of {}; it must be at least 1", self.ty()),
+            )];
         }
         let size = &self.shape()[a];
+        if size.as_const() == Some(0) {
+            return vec![self.clone(); chunks];
+        }
         if let Some(total) = size.as_const() {
             let each = (total as usize).div_ceil(chunks).max(1);
             return self.split(each, a as isize);
@@ -362,7 +413,10 @@ impl Tensor {
             Some(each) => self.split_sizes(&vec![each; chunks], a as isize),
             None => vec![self.usage(
                 loc,
-                format!("cannot chunk symbolic dim {size} into {chunks} equal pieces"),
+                format!(
+                    "chunk: cannot split dim {dim} of {} into {chunks} equal pieces",
+                    self.ty()
+                ),
             )],
         }
     }
@@ -375,7 +429,7 @@ impl Tensor {
         if pads.len() > self.rank() {
             return self.usage(
                 loc,
-                format!("{} padding pairs for {}", pads.len(), self.ty()),
+                format!("pad: {} padding pairs for {}", pads.len(), self.ty()),
             );
         }
         let mut all = vec![(Dim::constant(0), Dim::constant(0)); self.rank()];
@@ -390,7 +444,7 @@ impl Tensor {
     #[track_caller]
     pub fn flip(&self, dims: &[isize]) -> Tensor {
         let loc = Location::caller();
-        match self.axes(dims, loc) {
+        match self.axes("flip", dims, loc) {
             Some(axes) => self.build(loc, |g| g.flip(self.id, &axes)),
             None => self.tracer.placeholder(),
         }
@@ -402,6 +456,14 @@ impl Tensor {
         let loc = Location::caller();
         let dtype = self.dtype();
         let v: Scalar = value.to_scalar(dtype);
-        self.build(loc, |g| g.full(v, dtype, self.shape()))
+        // The shape is read before `build` borrows the graph mutably.
+        let shape = self.shape();
+        self.build(loc, |g| g.full(v, dtype, shape))
     }
+}
+
+/// The types of `tensors`, for messages: `f32[2, 3], f32[3]`.
+fn types(tensors: &[Tensor]) -> String {
+    let parts: Vec<String> = tensors.iter().map(|t| t.ty().to_string()).collect();
+    parts.join(", ")
 }
