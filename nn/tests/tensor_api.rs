@@ -29,16 +29,17 @@ const API: &[&str] = &[
     "floor", "ceil", "round", "sign", "logical_not", "bitwise_not", "square", "add", "sub", "mul",
     "div", "pow", "maximum", "minimum", "remainder", "eq", "ne", "lt", "le", "gt", "ge",
     "logical_and", "logical_or", "logical_xor", "bitwise_and", "bitwise_or", "bitwise_xor", "to",
-    "where_", "masked_fill", "clamp",
+    "type_as", "where_", "masked_fill", "clamp", "clamp_min", "clamp_max",
     // ops.rs
     "op_add", "op_sub", "op_mul", "op_div", "op_rem", "op_neg", "rop_add", "rop_sub", "rop_mul",
     "rop_div",
     // reduce.rs
-    "sum", "sum_all", "prod", "max", "min", "argmax", "mean", "var", "softmax", "log_softmax",
+    "sum", "sum_all", "prod", "max", "min", "argmax", "argmin", "mean", "var", "std", "softmax",
+    "log_softmax",
     // shape_ops.rs
-    "reshape", "view", "flatten", "unsqueeze", "squeeze", "permute", "transpose", "expand",
-    "repeat", "cat", "stack", "slice", "narrow", "split", "split_sizes", "chunk", "pad", "flip",
-    "full_like",
+    "reshape", "view", "flatten", "unsqueeze", "squeeze", "permute", "transpose", "t",
+    "contiguous", "expand", "expand_as", "repeat", "cat", "stack", "slice", "narrow", "split",
+    "split_sizes", "chunk", "pad", "flip", "full_like",
     // index.rs
     "index_select", "gather", "scatter", "scatter_add", "slice_update",
     // linalg.rs
@@ -159,10 +160,11 @@ macro_rules! operator {
     };
 }
 
-/// A scalar on the left of an operator: `2.0 - &x`.
+/// A scalar on the left of an operator, with a borrowed and an owned tensor:
+/// `[2.0 - &x, 2.0 - x]`.
 macro_rules! scalar_left {
     ($a:expr, $x:expr, $op:tt) => {
-        with_number!(scalar(&$a["scalar"]), v => vec![v $op &$x[0]])
+        with_number!(scalar(&$a["scalar"]), v => vec![v $op &$x[0], v $op $x[0].clone()])
     };
 }
 
@@ -220,6 +222,7 @@ fn call(method: &str, a: &Value, x: &[Tensor]) -> Vec<Tensor> {
         "bitwise_or" => binary!(a, x, bitwise_or),
         "bitwise_xor" => binary!(a, x, bitwise_xor),
         "to" => x[0].to(dtype(a, "dtype")),
+        "type_as" => x[0].type_as(&x[1]),
         "where_" => match (a.get("a").map(scalar), a.get("b").map(scalar)) {
             (None, None) => Tensor::where_(&x[0], &x[1], &x[2]),
             (Some(s), None) => with_scalar!(s, v => Tensor::where_(&x[0], v, &x[1])),
@@ -233,6 +236,8 @@ fn call(method: &str, a: &Value, x: &[Tensor]) -> Vec<Tensor> {
             let (lo, hi) = (scalar(&a["min"]), scalar(&a["max"]));
             with_scalar!(lo, l => with_scalar!(hi, h => x[0].clamp(l, h)))
         }
+        "clamp_min" => with_scalar!(scalar(&a["min"]), v => x[0].clamp_min(v)),
+        "clamp_max" => with_scalar!(scalar(&a["max"]), v => x[0].clamp_max(v)),
         "op_add" => return operator!(a, x, +),
         "op_sub" => return operator!(a, x, -),
         "op_mul" => return operator!(a, x, *),
@@ -250,7 +255,9 @@ fn call(method: &str, a: &Value, x: &[Tensor]) -> Vec<Tensor> {
         "min" => reduce!(a, x, min),
         "mean" => reduce!(a, x, mean),
         "argmax" => x[0].argmax(isz(a, "dim"), flag(a, "keepdim")),
+        "argmin" => x[0].argmin(isz(a, "dim"), flag(a, "keepdim")),
         "var" => x[0].var(isizes(a, "dims"), flag(a, "keepdim"), int(a, "correction")),
+        "std" => x[0].std(isizes(a, "dims"), flag(a, "keepdim"), int(a, "correction")),
         "softmax" => x[0].softmax(isz(a, "dim")),
         "log_softmax" => x[0].log_softmax(isz(a, "dim")),
         "reshape" => x[0].reshape(shape(a, "shape")),
@@ -260,7 +267,10 @@ fn call(method: &str, a: &Value, x: &[Tensor]) -> Vec<Tensor> {
         "squeeze" => x[0].squeeze(isz(a, "dim")),
         "permute" => x[0].permute(&isizes(a, "dims")),
         "transpose" => x[0].transpose(isz(a, "dim0"), isz(a, "dim1")),
+        "t" => x[0].t(),
+        "contiguous" => x[0].contiguous(),
         "expand" => x[0].expand(shape(a, "shape")),
+        "expand_as" => x[0].expand_as(&x[1]),
         "repeat" => {
             let r: Vec<usize> = ints(a, "repeats").iter().map(|&v| v as usize).collect();
             x[0].repeat(&r)

@@ -225,6 +225,14 @@ fn masked_fill_with_a_mask_larger_than_the_tensor() {
 }
 
 #[test]
+fn t_of_a_rank_3_tensor() {
+    let tr = Trace::new();
+    let x = f32_input(&tr, "x", dims![2, 3, 4]);
+    let (_, line) = (x.t(), line!());
+    expect_error(tr, line, &["t:", "f32[2, 3, 4]"]);
+}
+
+#[test]
 fn split_and_chunk_misuse() {
     let tr = Trace::new();
     let x = f32_input(&tr, "x", dims![2, "seq"]);

@@ -223,6 +223,12 @@ impl Tensor {
         self.build(Location::caller(), |g| g.cast(self.id, dtype))
     }
 
+    /// Converts to `other`'s dtype (`torch.Tensor.type_as`).
+    #[track_caller]
+    pub fn type_as(&self, other: &Tensor) -> Tensor {
+        self.to(other.dtype())
+    }
+
     /// `torch.where(cond, a, b)`: `a` where `cond` is true, else `b` (broadcast). A scalar
     /// takes the other value's dtype; of two scalars the result is bool, i64 or f32 as in
     /// PyTorch (`where(c, 1, 0)` is i64, `where(c, 1, 0.5)` f32).
@@ -284,5 +290,17 @@ impl Tensor {
         let loc = Location::caller();
         self.binary(BinaryOp::Max, min, loc)
             .binary(BinaryOp::Min, max, loc)
+    }
+
+    /// Clamps from below only (`torch.clamp_min`, `x.clamp(min=v)`).
+    #[track_caller]
+    pub fn clamp_min(&self, min: impl Scalarish) -> Tensor {
+        self.binary(BinaryOp::Max, min, Location::caller())
+    }
+
+    /// Clamps from above only (`torch.clamp_max`, `x.clamp(max=v)`).
+    #[track_caller]
+    pub fn clamp_max(&self, max: impl Scalarish) -> Tensor {
+        self.binary(BinaryOp::Min, max, Location::caller())
     }
 }

@@ -46,7 +46,7 @@ impl std::ops::Neg for Tensor {
     }
 }
 
-/// `2.0 - x`, `1.0 / x`: a scalar on the left.
+/// `2.0 - x`, `1.0 / x`: a scalar on the left, of a borrowed or an owned tensor.
 macro_rules! scalar_lhs {
     ($($t:ty),*) => {$(
         impl std::ops::Add<&Tensor> for $t {
@@ -77,6 +77,20 @@ macro_rules! scalar_lhs {
             fn div(self, rhs: &Tensor) -> Tensor {
                 let loc = Location::caller();
                 rhs.full_like(self).binary(BinaryOp::Div, rhs, loc)
+            }
+        }
+        scalar_lhs_owned!($t: Add add, Mul mul, Sub sub, Div div);
+    )*};
+}
+
+/// The same for an owned tensor (`1.0 - x.sigmoid()`), by reference.
+macro_rules! scalar_lhs_owned {
+    ($t:ty: $($tr:ident $f:ident),*) => {$(
+        impl std::ops::$tr<Tensor> for $t {
+            type Output = Tensor;
+            #[track_caller]
+            fn $f(self, rhs: Tensor) -> Tensor {
+                std::ops::$tr::$f(self, &rhs)
             }
         }
     )*};

@@ -66,6 +66,20 @@ impl Tensor {
         )
     }
 
+    /// Index of the first minimum along `dim`, as i64 (`torch.argmin`; a NaN counts as the
+    /// minimum). It is the argmax of an order-reversing map that is exact for every value:
+    /// `-x` for floats, `!x` (`-x - 1`, which cannot overflow) for integers.
+    #[track_caller]
+    pub fn argmin(&self, dim: isize, keepdim: bool) -> Tensor {
+        let loc = Location::caller();
+        let reversed = if self.dtype().is_float() {
+            self.unary(kiln_ir::UnaryOp::Neg, loc)
+        } else {
+            self.unary(kiln_ir::UnaryOp::Not, loc)
+        };
+        reversed.reduce_dims("argmin", ReduceOp::ArgMax, &dim, keepdim, loc)
+    }
+
     /// Mean over `dims`: the sum divided by the (symbolic) number of reduced elements.
     #[track_caller]
     pub fn mean(&self, dims: impl AxisList, keepdim: bool) -> Tensor {
@@ -100,6 +114,15 @@ impl Tensor {
         let sum = sq.reduce_dims("var", ReduceOp::Sum, &dims, keepdim, loc);
         let n = sum.dim_value_like(&(count - kiln_ir::Dim::constant(correction)), loc);
         sum.binary(kiln_ir::BinaryOp::Div, &n, loc)
+    }
+
+    /// Standard deviation over `dims`: the square root of [`Tensor::var`] with the same
+    /// `correction` (`torch.std`; 1 is its default).
+    #[track_caller]
+    pub fn std(&self, dims: impl AxisList, keepdim: bool, correction: i64) -> Tensor {
+        let loc = Location::caller();
+        self.var(dims, keepdim, correction)
+            .unary(kiln_ir::UnaryOp::Sqrt, loc)
     }
 
     /// `softmax(x, dim)`: `exp(x - max) / sum(exp(x - max))`, numerically safe.

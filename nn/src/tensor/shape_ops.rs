@@ -166,6 +166,35 @@ impl Tensor {
         self.build(loc, |g| g.permute(self.id, &perm))
     }
 
+    /// `torch.Tensor.t`: swaps the two axes of a matrix; a tensor of rank 0 or 1 is returned
+    /// as is. Rank 3 and more is an error (use [`Tensor::transpose`]).
+    #[track_caller]
+    pub fn t(&self) -> Tensor {
+        match self.rank() {
+            0 | 1 => self.clone(),
+            2 => self.transpose(0, 1),
+            _ => self.usage(
+                Location::caller(),
+                format!(
+                    "t: {} has more than 2 dims (use transpose(-2, -1))",
+                    self.ty()
+                ),
+            ),
+        }
+    }
+
+    /// `torch.Tensor.contiguous`: the tensor itself, since IR tensors have no memory layout
+    /// (the compiler chooses one).
+    pub fn contiguous(&self) -> Tensor {
+        self.clone()
+    }
+
+    /// Broadcasts to `other`'s shape (`torch.Tensor.expand_as`).
+    #[track_caller]
+    pub fn expand_as(&self, other: &Tensor) -> Tensor {
+        self.expand(other.shape())
+    }
+
     /// Broadcasts to `shape`; a `-1` keeps that axis's size.
     #[track_caller]
     pub fn expand(&self, shape: Shape) -> Tensor {
