@@ -535,3 +535,29 @@ fn introspection() {
     let g = trace.finish().unwrap();
     assert_eq!(g.output("y"), Some(y.node()));
 }
+
+/// Kiln's `masked_fill` broadcasts `self` against the mask (PyTorch refuses a mask larger
+/// than `self`, so there is no fixture case); attention layers rely on it to merge an
+/// additive `[L, S]` mask with a `[B, 1, 1, S]` padding mask.
+#[test]
+fn masked_fill_broadcasts_beyond_self() {
+    let trace = Trace::new();
+    let x = trace.input("x", DType::F32, dims![3]);
+    let m = trace.input("m", DType::Bool, dims![2, 1]);
+    let y = x.masked_fill(&m, -1.0);
+    assert_eq!(y.ty().to_string(), "f32[2, 3]");
+    trace.output("y", &y);
+    let g = trace.finish().unwrap();
+    let env = Env::new()
+        .input(
+            "x",
+            kiln_ir::Tensor::from_vec(vec![3], vec![1.0f32, 2.0, 3.0]).unwrap(),
+        )
+        .input(
+            "m",
+            kiln_ir::Tensor::from_vec(vec![2, 1], vec![false, true]).unwrap(),
+        );
+    let out = run(&g, &env).unwrap();
+    let got = out.get("y").unwrap().as_slice::<f32>().unwrap().to_vec();
+    assert_eq!(got, [1.0, 2.0, 3.0, -1.0, -1.0, -1.0]);
+}

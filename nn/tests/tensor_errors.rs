@@ -211,20 +211,6 @@ fn stack_of_different_shapes() {
 }
 
 #[test]
-fn masked_fill_with_a_mask_larger_than_the_tensor() {
-    // PyTorch refuses a mask that would broadcast the result beyond `self`'s shape.
-    let tr = Trace::new();
-    let x = f32_input(&tr, "x", dims![3]);
-    let m = tr.input("m", DType::Bool, dims![2, 3]);
-    let (_, line) = (x.masked_fill(&m, 1.0), line!());
-    expect_error(
-        tr,
-        line,
-        &["masked_fill", "bool[2, 3]", "f32[3]", "broadcast"],
-    );
-}
-
-#[test]
 fn t_of_a_rank_3_tensor() {
     let tr = Trace::new();
     let x = f32_input(&tr, "x", dims![2, 3, 4]);

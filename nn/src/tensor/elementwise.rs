@@ -2,7 +2,7 @@
 
 use super::axes::Scalarish;
 use super::Tensor;
-use kiln_ir::{broadcast_shapes, BinaryOp, DType, NodeId, UnaryOp};
+use kiln_ir::{BinaryOp, DType, NodeId, UnaryOp};
 use std::panic::Location;
 
 /// The right-hand side of an elementwise op: another tensor or a Rust scalar.
@@ -258,25 +258,16 @@ impl Tensor {
         }
     }
 
-    /// `self` where `mask` is true is replaced by `value` (`torch.masked_fill`). The bool
-    /// `mask` must broadcast to `self`'s shape; the result has `self`'s shape.
+    /// `self` where `mask` is true is replaced by `value` (`torch.masked_fill`). `self` and
+    /// the bool `mask` broadcast against each other, so the result may be larger than `self`
+    /// (PyTorch refuses that; an additive attention mask merged with a padding mask relies
+    /// on it).
     #[track_caller]
     pub fn masked_fill(&self, mask: &Tensor, value: impl Scalarish) -> Tensor {
         let loc = Location::caller();
         let Some(m) = self.same_trace("masked_fill", mask, loc) else {
             return self.tracer.placeholder();
         };
-        let shape = self.shape();
-        if broadcast_shapes(&shape, &mask.shape()).as_ref() != Some(&shape) {
-            return self.usage(
-                loc,
-                format!(
-                    "masked_fill: mask {} does not broadcast to {}",
-                    mask.ty(),
-                    self.ty()
-                ),
-            );
-        }
         match value.operand("masked_fill", self, loc) {
             Some(v) => self.build(loc, |g| g.where_(m, v, self.id)),
             None => self.tracer.placeholder(),
