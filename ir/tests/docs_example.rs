@@ -28,9 +28,15 @@ fn worked_example_of_docs_ir_md() -> Result<(), Box<dyn std::error::Error>> {
 
     let printed = g.to_string();
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/ir.md"))?;
-    let start = doc.find("graph {\n  %0 = input \"x\" : f32[seq, 16]").expect("docs/ir.md shows the printed graph");
+    let start = doc
+        .find("graph {\n  %0 = input \"x\" : f32[seq, 16]")
+        .expect("docs/ir.md shows the printed graph");
     let block = &doc[start..doc[start..].find("```").map(|e| start + e).unwrap()];
-XX
+    assert_eq!(
+        block.trim_end(),
+        printed.trim_end(),
+        "docs/ir.md's printed graph is out of date"
+    );
 
     for n in [3usize, 5] {
         let env = Env::new()
