@@ -10,7 +10,7 @@
 
 pub use kiln_ir as ir;
 pub use kiln_nn as nn;
-/// Makes a struct a Kiln model (see `docs/dsl.md`).
-pub use kiln_nn::model;
 /// A shape from dims of any convertible kind: `dims!["batch", "seq", 64]`.
 pub use kiln_nn::dims;
+/// Makes a struct a Kiln model (see `docs/dsl.md`).
+pub use kiln_nn::model;
