@@ -1,10 +1,10 @@
 //! Code generation for `#[kiln::model]`.
 
-use crate::attrs::{parse_field_attr, FieldAttr, FieldKind, ModelArgs, KINDS};
+use crate::attrs::{parse_field_attr, FieldAttr, FieldKind, ModelArgs, ShapeExpr, KINDS};
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Expr, Fields, GenericArgument, Ident, PathArguments, Type};
+use syn::{Fields, GenericArgument, Ident, PathArguments, Type};
 
 /// The path through which generated code reaches `kiln-nn`: `::kiln::nn` for users of the
 /// facade crate, `::kiln_nn` for crates depending on it directly, `crate` inside it.
@@ -298,8 +298,13 @@ fn check_fields(fields: &[Field]) -> syn::Result<()> {
     Ok(())
 }
 
-fn shape_tokens(shape: &[Expr], krate: &TokenStream) -> TokenStream {
-    quote!(#krate::__private::Shape(vec![#(#krate::__private::Dim::from(#shape)),*]))
+fn shape_tokens(shape: &ShapeExpr, krate: &TokenStream) -> TokenStream {
+    match shape {
+        ShapeExpr::List(dims) => {
+            quote!(#krate::__private::Shape(vec![#(#krate::__private::Dim::from(#dims)),*]))
+        }
+        ShapeExpr::Dims(e) => quote!(#krate::__private::Shape::new(#e)),
+    }
 }
 
 fn init(f: &Field, krate: &TokenStream) -> TokenStream {

@@ -57,3 +57,21 @@ fn traced_linear_runs_on_the_interpreter() {
     let want = Tensor::from_vec(vec![1, 2], vec![3.5f32, 6.5]).unwrap();
     common::assert_close("linear", &y, &want, 0.0, 0.0);
 }
+
+#[test]
+fn scalar_over_tensor_traces_and_runs() {
+    // `1.0 / &x` builds a `full` of x's shape; reading that shape while the graph was
+    // borrowed for the `full` node used to panic (RefCell already mutably borrowed).
+    let tr = Trace::new();
+    let x = tr.input("x", DType::F32, dims!["n"]);
+    tr.output("y", &(1.0 / &x));
+    tr.output("s", &kiln_nn::functional::sigmoid(&x));
+    let g = tr.finish().unwrap();
+    let x = kiln_ir::Tensor::from_vec(vec![2], vec![2.0f32, -4.0]).unwrap();
+    let y = common::eval(&g, &[], &[("x", x.clone())], "y");
+    let want = kiln_ir::Tensor::from_vec(vec![2], vec![0.5f32, -0.25]).unwrap();
+    common::assert_close("1 / x", &y, &want, 0.0, 0.0);
+    let s = common::eval(&g, &[], &[("x", x)], "s");
+    let want = kiln_ir::Tensor::from_vec(vec![2], vec![0.880_797_1_f32, 0.017_986_21]).unwrap();
+    common::assert_close("sigmoid", &s, &want, 1e-6, 0.0);
+}
