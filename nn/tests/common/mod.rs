@@ -115,6 +115,9 @@ pub fn assert_close(what: &str, got: &Tensor, want: &Tensor, rtol: f64, atol: f6
         let err = (a - b).abs();
         let tol = atol + rtol * b.abs();
         let ok = err <= tol || (a.is_nan() && b.is_nan()) || a == b;
-        assert!(ok, "{what}: element {i}: got {a}, want {b} (|diff| {err:e} > tol {tol:e})");
+        assert!(
+            ok,
+            "{what}: element {i}: got {a}, want {b} (|diff| {err:e} > tol {tol:e})"
+        );
     }
 }
