@@ -57,3 +57,28 @@ fn traced_linear_runs_on_the_interpreter() {
     let want = Tensor::from_vec(vec![1, 2], vec![3.5f32, 6.5]).unwrap();
     common::assert_close("linear", &y, &want, 0.0, 0.0);
 }
+
+#[test]
+fn scalar_over_tensor_and_silu_trace_and_run() {
+    // `1.0 / &x` (and so sigmoid and silu) builds a `full_like`, which used to read the
+    // tensor's shape while the graph was borrowed for writing: a RefCell panic.
+    use kiln_ir::Tensor;
+    let tr = Trace::new();
+    let x = tr.input("x", DType::F32, dims!["n"]);
+    tr.output("r", &(1.0 / &x));
+    tr.output("s", &kiln_nn::functional::silu(&x));
+    let g = tr.finish().unwrap();
+    let x = Tensor::from_vec(vec![2], vec![2.0f32, -1.0]).unwrap();
+    let r = common::eval(&g, &[], &[("x", x.clone())], "r");
+    common::assert_close(
+        "1/x",
+        &r,
+        &Tensor::from_vec(vec![2], vec![0.5f32, -1.0]).unwrap(),
+        0.0,
+        0.0,
+    );
+    let s = common::eval(&g, &[], &[("x", x)], "s");
+    let silu = |v: f64| (v / (1.0 + (-v).exp())) as f32;
+    let want = Tensor::from_vec(vec![2], vec![silu(2.0), silu(-1.0)]).unwrap();
+    common::assert_close("silu", &s, &want, 1e-6, 0.0);
+}

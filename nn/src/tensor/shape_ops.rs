@@ -402,6 +402,8 @@ impl Tensor {
         let loc = Location::caller();
         let dtype = self.dtype();
         let v: Scalar = value.to_scalar(dtype);
-        self.build(loc, |g| g.full(v, dtype, self.shape()))
+        // The shape is read before `build` borrows the graph mutably.
+        let shape = self.shape();
+        self.build(loc, |g| g.full(v, dtype, shape))
     }
 }
