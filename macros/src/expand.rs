@@ -181,7 +181,7 @@ pub fn model(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
         impl #krate::Module for #name {
             type Config = #config;
 
-            #[allow(unused_variables, clippy::redundant_clone)]
+            #[allow(unused_variables, clippy::redundant_clone, clippy::unnecessary_cast)]
             fn build(cfg: &#config, prefix: &str) -> Self {
                 Self {
                     #(#inits)*
