@@ -82,3 +82,44 @@ fn scalar_over_tensor_and_silu_trace_and_run() {
     let want = Tensor::from_vec(vec![2], vec![silu(2.0), silu(-1.0)]).unwrap();
     common::assert_close("silu", &s, &want, 1e-6, 0.0);
 }
+
+mod flatten {
+    use kiln_nn::layers::{Linear, LinearConfig};
+    use kiln_nn::{model, Module, Param};
+
+    #[model(config = usize)]
+    pub struct Inner {
+        #[param(shape = [*cfg])]
+        pub scale: Param,
+        #[module(config = LinearConfig::new(*cfg, 2), count = 2, name = "")]
+        pub numbered: Vec<Linear>,
+    }
+
+    #[model(config = usize)]
+    pub struct Outer {
+        #[param(shape = [*cfg])]
+        pub shift: Param,
+        #[module(config = *cfg, name = "")]
+        pub plain: Inner,
+        #[module(config = LinearConfig::new(*cfg, 1), when = *cfg > 1, name = "")]
+        pub maybe: Option<Linear>,
+    }
+
+    #[test]
+    fn an_empty_module_name_flattens_the_sub_module_into_the_prefix() {
+        let m = <Outer as Module>::build(&3, "root.");
+        assert_eq!(
+            m.state_dict_keys(),
+            [
+                "root.shift",
+                "root.scale",
+                "root.0.weight",
+                "root.0.bias",
+                "root.1.weight",
+                "root.1.bias",
+                "root.weight",
+                "root.bias",
+            ]
+        );
+    }
+}
