@@ -122,7 +122,8 @@ pub enum FieldKind {
 #[derive(Clone)]
 pub struct FieldAttr {
     pub kind: FieldKind,
-    /// `name = "..."` override of the state_dict segment.
+    /// `name = "..."` override of the state_dict segment (`""` on a `#[module]` flattens the
+    /// sub-module's names into this module's prefix).
     pub name: Option<LitStr>,
 }
 

@@ -285,6 +285,16 @@ fn check_fields(fields: &[Field]) -> syn::Result<()> {
             }
             (FieldKind::Config { .. }, _) => continue,
         }
+        if f.segment.is_empty() {
+            if matches!(f.attr.kind, FieldKind::Module { .. }) {
+                // A flattened sub-module: its own names are checked where it is defined.
+                continue;
+            }
+            return Err(syn::Error::new(
+                f.attr.name.as_ref().map_or(f.ident.span(), |n| n.span()),
+                "an empty `name` is only allowed on #[module] fields (it flattens the sub-module's names into this one's)",
+            ));
+        }
         if let Some(prev) = seen.insert(f.segment.clone(), f.ident) {
             return Err(syn::Error::new(
                 f.attr.name.as_ref().map_or(f.ident.span(), |n| n.span()),
@@ -344,24 +354,32 @@ fn init(f: &Field, krate: &TokenStream) -> TokenStream {
             config,
             count,
             when,
-        } => match (wrap(f.ty), count, when) {
-            (Wrap::Vec(inner), Some(count), _) => quote_spanned! {span=>
-                #id: (0..(#count) as usize)
-                    .map(|index| <#inner as #krate::Module>::build(&(#config), &format!("{prefix}{}.{index}.", #seg)))
-                    .collect(),
-            },
-            (Wrap::Option(inner), _, Some(cond)) => quote_spanned! {span=>
-                #id: if #cond {
-                    Some(<#inner as #krate::Module>::build(&(#config), &format!("{prefix}{}.", #seg)))
-                } else {
-                    None
+        } => {
+            // `name = ""` puts the sub-module's names straight under this module's prefix.
+            let child = if seg.is_empty() {
+                quote!(format!("{prefix}"))
+            } else {
+                quote!(format!("{prefix}{}.", #seg))
+            };
+            match (wrap(f.ty), count, when) {
+                (Wrap::Vec(inner), Some(count), _) => quote_spanned! {span=>
+                    #id: (0..(#count) as usize)
+                        .map(|index| <#inner as #krate::Module>::build(&(#config), &format!("{}{index}.", #child)))
+                        .collect(),
                 },
-            },
-            (_, _, _) => {
-                let ty = f.ty;
-                quote_spanned!(span=> #id: <#ty as #krate::Module>::build(&(#config), &format!("{prefix}{}.", #seg)),)
+                (Wrap::Option(inner), _, Some(cond)) => quote_spanned! {span=>
+                    #id: if #cond {
+                        Some(<#inner as #krate::Module>::build(&(#config), &#child))
+                    } else {
+                        None
+                    },
+                },
+                (_, _, _) => {
+                    let ty = f.ty;
+                    quote_spanned!(span=> #id: <#ty as #krate::Module>::build(&(#config), &#child),)
+                }
             }
-        },
+        }
         FieldKind::Config { value } => quote_spanned!(span=> #id: #value,),
     }
 }

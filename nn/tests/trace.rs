@@ -59,19 +59,67 @@ fn traced_linear_runs_on_the_interpreter() {
 }
 
 #[test]
-fn scalar_over_tensor_traces_and_runs() {
-    // `1.0 / &x` builds a `full` of x's shape; reading that shape while the graph was
-    // borrowed for the `full` node used to panic (RefCell already mutably borrowed).
+fn scalar_over_tensor_and_silu_trace_and_run() {
+    // `1.0 / &x` (and so sigmoid and silu) builds a `full_like`, which used to read the
+    // tensor's shape while the graph was borrowed for writing: a RefCell panic.
+    use kiln_ir::Tensor;
     let tr = Trace::new();
     let x = tr.input("x", DType::F32, dims!["n"]);
-    tr.output("y", &(1.0 / &x));
-    tr.output("s", &kiln_nn::functional::sigmoid(&x));
+    tr.output("r", &(1.0 / &x));
+    tr.output("s", &kiln_nn::functional::silu(&x));
     let g = tr.finish().unwrap();
-    let x = kiln_ir::Tensor::from_vec(vec![2], vec![2.0f32, -4.0]).unwrap();
-    let y = common::eval(&g, &[], &[("x", x.clone())], "y");
-    let want = kiln_ir::Tensor::from_vec(vec![2], vec![0.5f32, -0.25]).unwrap();
-    common::assert_close("1 / x", &y, &want, 0.0, 0.0);
+    let x = Tensor::from_vec(vec![2], vec![2.0f32, -1.0]).unwrap();
+    let r = common::eval(&g, &[], &[("x", x.clone())], "r");
+    common::assert_close(
+        "1/x",
+        &r,
+        &Tensor::from_vec(vec![2], vec![0.5f32, -1.0]).unwrap(),
+        0.0,
+        0.0,
+    );
     let s = common::eval(&g, &[], &[("x", x)], "s");
-    let want = kiln_ir::Tensor::from_vec(vec![2], vec![0.880_797_1_f32, 0.017_986_21]).unwrap();
-    common::assert_close("sigmoid", &s, &want, 1e-6, 0.0);
+    let silu = |v: f64| (v / (1.0 + (-v).exp())) as f32;
+    let want = Tensor::from_vec(vec![2], vec![silu(2.0), silu(-1.0)]).unwrap();
+    common::assert_close("silu", &s, &want, 1e-6, 0.0);
+}
+
+mod flatten {
+    use kiln_nn::layers::{Linear, LinearConfig};
+    use kiln_nn::{model, Module, Param};
+
+    #[model(config = usize)]
+    pub struct Inner {
+        #[param(shape = [*cfg])]
+        pub scale: Param,
+        #[module(config = LinearConfig::new(*cfg, 2), count = 2, name = "")]
+        pub numbered: Vec<Linear>,
+    }
+
+    #[model(config = usize)]
+    pub struct Outer {
+        #[param(shape = [*cfg])]
+        pub shift: Param,
+        #[module(config = *cfg, name = "")]
+        pub plain: Inner,
+        #[module(config = LinearConfig::new(*cfg, 1), when = *cfg > 1, name = "")]
+        pub maybe: Option<Linear>,
+    }
+
+    #[test]
+    fn an_empty_module_name_flattens_the_sub_module_into_the_prefix() {
+        let m = <Outer as Module>::build(&3, "root.");
+        assert_eq!(
+            m.state_dict_keys(),
+            [
+                "root.shift",
+                "root.scale",
+                "root.0.weight",
+                "root.0.bias",
+                "root.1.weight",
+                "root.1.bias",
+                "root.weight",
+                "root.bias",
+            ]
+        );
+    }
 }
