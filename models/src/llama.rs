@@ -5,12 +5,12 @@
 //! LM head (optionally tied to the embedding). Every layer owns a fixed-capacity KV cache
 //! (state `model.layers.N.self_attn.k` / `.v`), used by [`LlamaForCausalLM::forward_cached`].
 
-use kiln_ir::{DType, Dim};
-use kiln_nn::functional::silu;
+use kiln_ir::Dim;
 use kiln_nn::layers::{
-    Attention, AttentionConfig, KvCache, Linear, LinearConfig, RopeScaling, RotaryConfig,
+    Attention, AttentionConfig, Embedding, EmbeddingConfig, GatedMlp, GatedMlpConfig, KvCache,
+    Linear, LinearConfig, RMSNorm, RMSNormConfig, RopeScaling, RotaryConfig,
 };
-use kiln_nn::{Param, Tensor};
+use kiln_nn::Tensor;
 
 /// Configuration of a Llama model (the fields of Hugging Face's `LlamaConfig` that shape it).
 #[derive(Clone, Debug, PartialEq)]
@@ -63,18 +63,17 @@ impl LlamaConfig {
         .with_cache(self.kv_cache_batch.clone(), self.max_position_embeddings)
     }
 
-    fn norm(&self) -> RmsNormConfig {
-        RmsNormConfig {
+    fn norm(&self) -> RMSNormConfig {
+        RMSNormConfig {
             hidden_size: self.hidden_size,
             eps: self.rms_norm_eps,
         }
     }
 
-    fn mlp(&self) -> MlpConfig {
-        MlpConfig {
-            hidden_size: self.hidden_size,
-            intermediate_size: self.intermediate_size,
+    fn mlp(&self) -> GatedMlpConfig {
+        GatedMlpConfig {
             bias: self.mlp_bias,
+            ..GatedMlpConfig::swiglu(self.hidden_size, self.intermediate_size)
         }
     }
 }
@@ -137,17 +136,14 @@ impl LlamaForCausalLM {
 #[kiln_nn::model(config = LlamaConfig)]
 pub struct LlamaModel {
     /// `[vocab_size, hidden_size]`.
-    #[module(config = EmbeddingConfig {
-        num_embeddings: cfg.vocab_size,
-        embedding_dim: cfg.hidden_size,
-    })]
-    embed_tokens: LlamaEmbedding,
+    #[module(config = EmbeddingConfig::new(cfg.vocab_size, cfg.hidden_size))]
+    pub embed_tokens: Embedding,
     /// The decoder layers.
     #[module(config = cfg.clone(), count = cfg.num_hidden_layers)]
     pub layers: Vec<LlamaDecoderLayer>,
     /// Final RMSNorm.
     #[module(config = cfg.norm())]
-    norm: LlamaRmsNorm,
+    pub norm: RMSNorm,
 }
 
 impl LlamaModel {
@@ -170,13 +166,13 @@ pub struct LlamaDecoderLayer {
     pub self_attn: Attention,
     /// SwiGLU MLP.
     #[module(config = cfg.mlp())]
-    mlp: LlamaMlp,
+    pub mlp: GatedMlp,
     /// Norm before the attention.
     #[module(config = cfg.norm())]
-    input_layernorm: LlamaRmsNorm,
+    pub input_layernorm: RMSNorm,
     /// Norm before the MLP.
     #[module(config = cfg.norm())]
-    post_attention_layernorm: LlamaRmsNorm,
+    pub post_attention_layernorm: RMSNorm,
 }
 
 impl LlamaDecoderLayer {
@@ -200,96 +196,5 @@ impl LlamaDecoderLayer {
         let x = x + a;
         let m = self.mlp.forward(&self.post_attention_layernorm.forward(&x));
         x + m
-    }
-}
-
-// Llama's own small pieces. They mirror `nn.Embedding`, `LlamaRMSNorm` and `LlamaMLP`;
-// they will give way to the nn library's `Embedding`, `RMSNorm` and `GatedMlp`.
-
-#[derive(Clone, Debug, PartialEq)]
-struct EmbeddingConfig {
-    num_embeddings: usize,
-    embedding_dim: usize,
-}
-
-/// `nn.Embedding`: rows of `weight` picked by integer ids.
-#[kiln_nn::model(config = EmbeddingConfig)]
-struct LlamaEmbedding {
-    #[param(shape = [cfg.num_embeddings, cfg.embedding_dim])]
-    weight: Param,
-}
-
-impl LlamaEmbedding {
-    /// `[..]` ids to `[.., embedding_dim]`.
-    #[track_caller]
-    fn forward(&self, ids: &Tensor) -> Tensor {
-        let w = self.weight.val();
-        let mut shape = ids.shape();
-        shape.0.push(w.size(1));
-        w.index_select(0, &ids.flatten(0, -1)).reshape(shape)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct RmsNormConfig {
-    hidden_size: usize,
-    eps: f64,
-}
-
-/// `LlamaRMSNorm`: in f32, `x / sqrt(mean(x², -1) + eps)`, cast back, times `weight`.
-#[kiln_nn::model(config = RmsNormConfig)]
-struct LlamaRmsNorm {
-    #[param(shape = [cfg.hidden_size])]
-    weight: Param,
-    #[config(cfg.eps)]
-    eps: f64,
-}
-
-impl LlamaRmsNorm {
-    #[track_caller]
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let dtype = x.dtype();
-        let h = x.to(DType::F32);
-        let variance = h.square().mean(-1, true);
-        let h = &h * (variance + self.eps).rsqrt();
-        self.weight.val() * h.to(dtype)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq)]
-struct MlpConfig {
-    hidden_size: usize,
-    intermediate_size: usize,
-    bias: bool,
-}
-
-/// `LlamaMLP`: `down_proj(silu(gate_proj(x)) * up_proj(x))`.
-#[kiln_nn::model(config = MlpConfig)]
-struct LlamaMlp {
-    #[module(config = LinearConfig {
-        in_features: cfg.hidden_size,
-        out_features: cfg.intermediate_size,
-        bias: cfg.bias,
-    })]
-    gate_proj: Linear,
-    #[module(config = LinearConfig {
-        in_features: cfg.hidden_size,
-        out_features: cfg.intermediate_size,
-        bias: cfg.bias,
-    })]
-    up_proj: Linear,
-    #[module(config = LinearConfig {
-        in_features: cfg.intermediate_size,
-        out_features: cfg.hidden_size,
-        bias: cfg.bias,
-    })]
-    down_proj: Linear,
-}
-
-impl LlamaMlp {
-    #[track_caller]
-    fn forward(&self, x: &Tensor) -> Tensor {
-        let gate = silu(&self.gate_proj.forward(x));
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)))
     }
 }
