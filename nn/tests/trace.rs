@@ -123,3 +123,48 @@ mod flatten {
         );
     }
 }
+
+#[test]
+fn freezing_and_modes_recurse_through_the_tree() {
+    use kiln_nn::layers::{Attention, AttentionConfig};
+    use kiln_nn::ParamKind;
+    let mut attn = Attention::new(&AttentionConfig::new(16, 4, 2, 4));
+    assert!(attn.param_specs().iter().all(|p| p.trainable));
+    attn.freeze();
+    assert!(attn.param_specs().iter().all(|p| !p.trainable));
+    attn.q_proj.unfreeze();
+    let trainable: Vec<String> = attn
+        .param_specs()
+        .into_iter()
+        .filter(|p| p.trainable)
+        .map(|p| p.name)
+        .collect();
+    assert_eq!(trainable, ["q_proj.weight"]);
+    assert!(!attn.is_training());
+    attn.train();
+    assert!(attn.is_training() && attn.q_proj.is_training());
+    attn.eval();
+    assert!(!attn.q_proj.is_training());
+    assert!(attn
+        .param_specs()
+        .iter()
+        .all(|p| p.kind == ParamKind::Weight));
+}
+
+#[test]
+fn loaders_can_substitute_parameter_dtypes() {
+    use kiln_ir::QuantType;
+    use std::collections::HashMap;
+    let lin = Linear::new(&LinearConfig::new(64, 8).no_bias());
+    let dtypes = HashMap::from([("weight".to_string(), DType::Quant(QuantType::Q8_0))]);
+    let tr = Trace::with_param_dtypes(dtypes);
+    let x = tr.input("x", DType::F32, dims!["seq", 64]);
+    tr.output("y", &lin.forward(&x));
+    let g = tr.finish().unwrap();
+    let text = g.to_string();
+    assert!(text.contains("param \"weight\" : q8_0[8, 64]"), "{text}");
+    assert!(
+        text.contains("matmul %0, %1 trans_b : f32[seq, 8]"),
+        "{text}"
+    );
+}
