@@ -1,6 +1,16 @@
 //! Kiln, a neural-network compiler: the facade crate a user depends on.
 //!
-//! Today it re-exports the tensor IR ([`ir`]): build a graph, print it, parse it back and run it
-//! with the reference interpreter. The model DSL, compiler and runtime join it as they land.
+//! - [`model`]: the `#[kiln::model]` attribute that turns a struct into a model with PyTorch
+//!   `state_dict` names (see `docs/dsl.md`).
+//! - [`nn`]: the symbolic [`nn::Tensor`], [`nn::Trace`], parameters and the layer library.
+//! - [`ir`]: the tensor IR, its text format and the reference interpreter that runs a traced
+//!   graph.
+//!
+//! The compiler and the runtime join as they land.
 
 pub use kiln_ir as ir;
+pub use kiln_nn as nn;
+/// A shape from dims of any convertible kind: `dims!["batch", "seq", 64]`.
+pub use kiln_nn::dims;
+/// Makes a struct a Kiln model (see `docs/dsl.md`).
+pub use kiln_nn::model;

@@ -52,6 +52,10 @@ impl ModelArgs {
                         path: p.path,
                     }))
                 }
+                // `config = ()`: a model without configuration.
+                ("config", Some(Expr::Tuple(t))) if t.elems.is_empty() => {
+                    config = Some(syn::parse_quote!(()))
+                }
                 ("config", _) => {
                     return Err(syn::Error::new(
                         key.span(),
@@ -78,6 +82,16 @@ impl ModelArgs {
     }
 }
 
+/// A `shape = ...` value: a list of dims (`[cfg.out, cfg.in]`), or any other expression that
+/// yields dims (`cfg.normalized_shape.clone()`, an iterator of things convertible to `Dim`).
+#[derive(Clone)]
+pub enum ShapeExpr {
+    /// `[a, b, ...]`.
+    List(Vec<Expr>),
+    /// An expression whose value is an iterable of dims.
+    Dims(Expr),
+}
+
 /// What a field is.
 #[derive(Clone)]
 pub enum FieldKind {
@@ -85,13 +99,13 @@ pub enum FieldKind {
     Param {
         buffer: bool,
         persistent: Expr,
-        shape: Vec<Expr>,
+        shape: ShapeExpr,
         dtype: Option<Expr>,
         when: Option<Expr>,
     },
     /// `#[state(...)]`.
     State {
-        shape: Vec<Expr>,
+        shape: ShapeExpr,
         dtype: Option<Expr>,
     },
     /// `#[module(...)]`.
@@ -108,7 +122,8 @@ pub enum FieldKind {
 #[derive(Clone)]
 pub struct FieldAttr {
     pub kind: FieldKind,
-    /// `name = "..."` override of the state_dict segment.
+    /// `name = "..."` override of the state_dict segment (`""` on a `#[module]` flattens the
+    /// sub-module's names into this module's prefix).
     pub name: Option<LitStr>,
 }
 
@@ -179,13 +194,10 @@ pub fn parse_field_attr(attr: &syn::Attribute) -> syn::Result<FieldAttr> {
         None => None,
     };
     let shape =
-        |get: &mut std::collections::HashMap<String, (Ident, Expr)>| -> syn::Result<Vec<Expr>> {
+        |get: &mut std::collections::HashMap<String, (Ident, Expr)>| -> syn::Result<ShapeExpr> {
             match get.remove("shape") {
-                Some((_, Expr::Array(a))) => Ok(a.elems.into_iter().collect()),
-                Some((key, _)) => Err(syn::Error::new(
-                    key.span(),
-                    "`shape` must be a list: `shape = [a, b]`",
-                )),
+                Some((_, Expr::Array(a))) => Ok(ShapeExpr::List(a.elems.into_iter().collect())),
+                Some((_, e)) => Ok(ShapeExpr::Dims(e)),
                 None => Err(syn::Error::new_spanned(
                     attr,
                     format!("#[{kind}] needs `shape = [...]`"),

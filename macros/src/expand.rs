@@ -1,10 +1,10 @@
 //! Code generation for `#[kiln::model]`.
 
-use crate::attrs::{parse_field_attr, FieldAttr, FieldKind, ModelArgs, KINDS};
+use crate::attrs::{parse_field_attr, FieldAttr, FieldKind, ModelArgs, ShapeExpr, KINDS};
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Expr, Fields, GenericArgument, Ident, PathArguments, Type};
+use syn::{Fields, GenericArgument, Ident, PathArguments, Type};
 
 /// The path through which generated code reaches `kiln-nn`: `::kiln::nn` for users of the
 /// facade crate, `::kiln_nn` for crates depending on it directly, `crate` inside it.
@@ -181,7 +181,7 @@ pub fn model(args: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
         impl #krate::Module for #name {
             type Config = #config;
 
-            #[allow(unused_variables, clippy::redundant_clone)]
+            #[allow(unused_variables, clippy::redundant_clone, clippy::unnecessary_cast)]
             fn build(cfg: &#config, prefix: &str) -> Self {
                 Self {
                     #(#inits)*
@@ -285,6 +285,16 @@ fn check_fields(fields: &[Field]) -> syn::Result<()> {
             }
             (FieldKind::Config { .. }, _) => continue,
         }
+        if f.segment.is_empty() {
+            if matches!(f.attr.kind, FieldKind::Module { .. }) {
+                // A flattened sub-module: its own names are checked where it is defined.
+                continue;
+            }
+            return Err(syn::Error::new(
+                f.attr.name.as_ref().map_or(f.ident.span(), |n| n.span()),
+                "an empty `name` is only allowed on #[module] fields (it flattens the sub-module's names into this one's)",
+            ));
+        }
         if let Some(prev) = seen.insert(f.segment.clone(), f.ident) {
             return Err(syn::Error::new(
                 f.attr.name.as_ref().map_or(f.ident.span(), |n| n.span()),
@@ -298,8 +308,13 @@ fn check_fields(fields: &[Field]) -> syn::Result<()> {
     Ok(())
 }
 
-fn shape_tokens(shape: &[Expr], krate: &TokenStream) -> TokenStream {
-    quote!(#krate::__private::Shape(vec![#(#krate::__private::Dim::from(#shape)),*]))
+fn shape_tokens(shape: &ShapeExpr, krate: &TokenStream) -> TokenStream {
+    match shape {
+        ShapeExpr::List(dims) => {
+            quote!(#krate::__private::Shape(vec![#(#krate::__private::Dim::from(#dims)),*]))
+        }
+        ShapeExpr::Dims(e) => quote!(#krate::__private::Shape::new(#e)),
+    }
 }
 
 fn init(f: &Field, krate: &TokenStream) -> TokenStream {
@@ -339,24 +354,32 @@ fn init(f: &Field, krate: &TokenStream) -> TokenStream {
             config,
             count,
             when,
-        } => match (wrap(f.ty), count, when) {
-            (Wrap::Vec(inner), Some(count), _) => quote_spanned! {span=>
-                #id: (0..(#count) as usize)
-                    .map(|index| <#inner as #krate::Module>::build(&(#config), &format!("{prefix}{}.{index}.", #seg)))
-                    .collect(),
-            },
-            (Wrap::Option(inner), _, Some(cond)) => quote_spanned! {span=>
-                #id: if #cond {
-                    Some(<#inner as #krate::Module>::build(&(#config), &format!("{prefix}{}.", #seg)))
-                } else {
-                    None
+        } => {
+            // `name = ""` puts the sub-module's names straight under this module's prefix.
+            let child = if seg.is_empty() {
+                quote!(format!("{prefix}"))
+            } else {
+                quote!(format!("{prefix}{}.", #seg))
+            };
+            match (wrap(f.ty), count, when) {
+                (Wrap::Vec(inner), Some(count), _) => quote_spanned! {span=>
+                    #id: (0..(#count) as usize)
+                        .map(|index| <#inner as #krate::Module>::build(&(#config), &format!("{}{index}.", #child)))
+                        .collect(),
                 },
-            },
-            (_, _, _) => {
-                let ty = f.ty;
-                quote_spanned!(span=> #id: <#ty as #krate::Module>::build(&(#config), &format!("{prefix}{}.", #seg)),)
+                (Wrap::Option(inner), _, Some(cond)) => quote_spanned! {span=>
+                    #id: if #cond {
+                        Some(<#inner as #krate::Module>::build(&(#config), &#child))
+                    } else {
+                        None
+                    },
+                },
+                (_, _, _) => {
+                    let ty = f.ty;
+                    quote_spanned!(span=> #id: <#ty as #krate::Module>::build(&(#config), &#child),)
+                }
             }
-        },
+        }
         FieldKind::Config { value } => quote_spanned!(span=> #id: #value,),
     }
 }

@@ -1,3 +1,8 @@
 //! Models written in Kiln's DSL: the Llama family first, then BERT, Whisper and diffusion parts.
 //!
-//! Nothing is implemented here yet; the crate exists so the workspace has its final shape.
+//! Each model is a `#[kiln::model]` whose `state_dict_keys()` are the Hugging Face checkpoint's
+//! keys, built from the `kiln-nn` layer library.
+
+pub mod llama;
+
+pub use llama::{LlamaConfig, LlamaDecoderLayer, LlamaForCausalLM, LlamaModel};

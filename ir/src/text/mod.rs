@@ -50,6 +50,7 @@
 //! | `add`, `lt`, ... (binary) | 2 | |
 //! | `where` | 3 | |
 //! | `cast` | 1 | `to=DTYPE` |
+//! | `dim_value` | 0 | `dim=dimattr` (dtype from the type) |
 //! | `reduce.sum`, `.max`, `.min`, `.prod`, `.argmax` | 1 | `axes=[..]`, flag `keepdim` |
 //! | `reshape`, `expand` | 1 | `shape=[dim, ..]` |
 //! | `permute` | 1 | `perm=[..]` |

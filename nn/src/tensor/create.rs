@@ -1,4 +1,5 @@
-//! Creation helpers: zeros, ones, full, arange, triangular masks, symbolic sizes as values.
+//! Creation helpers: zeros, ones, full, constants, arange, triangular masks, symbolic sizes as
+//! values.
 //!
 //! The associated functions create tensors in the thread's current trace.
 //!
@@ -33,6 +34,13 @@ impl Tensor {
     pub fn ones(shape: Shape, dtype: DType) -> Tensor {
         let v = super::axes::Scalarish::to_scalar(1i64, dtype);
         current("ones").push_with(Location::caller(), |g| g.full(v, dtype, shape))
+    }
+
+    /// A dense constant with a concrete shape (tables computed at build time from the config,
+    /// such as RoPE's inverse frequencies).
+    #[track_caller]
+    pub fn constant(value: kiln_ir::Tensor) -> Tensor {
+        current("constant").push_with(Location::caller(), |g| g.constant(value))
     }
 
     /// `[0, 1, ..., n - 1]`.
