@@ -45,7 +45,7 @@ const API: &[&str] = &[
     // linalg.rs
     "matmul", "matmul_t",
     // create.rs
-    "full", "zeros", "ones", "arange", "dim_value", "tril_mask",
+    "full", "zeros", "ones", "constant", "arange", "dim_value", "tril_mask",
     // functional.rs
     "relu", "sigmoid", "silu", "gelu",
 ];
@@ -384,15 +384,20 @@ fn check(fx: &Fixture, c: &Value) -> Result<(), String> {
         .collect();
     let trace = Trace::new();
     let mut env = Env::new();
-    let mut inputs = Vec::new();
-    for (k, name) in names.iter().enumerate() {
-        let value = fx.get(name);
-        let graph_name = format!("in{k}");
-        let shape = Shape::new(value.shape().iter().map(|&d| d as i64));
-        inputs.push(trace.input(&graph_name, value.dtype(), shape));
-        env.set_input(&graph_name, value.clone());
-    }
-    let results = call(method, &c["args"], &inputs);
+    let results = if method == "constant" {
+        // The argument is the value itself, baked into the graph, not a graph input.
+        vec![Tensor::constant(fx.get(names[0]).clone())]
+    } else {
+        let mut inputs = Vec::new();
+        for (k, name) in names.iter().enumerate() {
+            let value = fx.get(name);
+            let graph_name = format!("in{k}");
+            let shape = Shape::new(value.shape().iter().map(|&d| d as i64));
+            inputs.push(trace.input(&graph_name, value.dtype(), shape));
+            env.set_input(&graph_name, value.clone());
+        }
+        call(method, &c["args"], &inputs)
+    };
     for (k, r) in results.iter().enumerate() {
         trace.output(&format!("out{k}"), r);
     }
