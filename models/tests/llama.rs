@@ -5,6 +5,7 @@
 //! Tolerance: `rtol 1e-5`, `atol 1e-6` on the logits (Kiln computes in f32 on the reference
 //! interpreter, each op rounded to f32).
 
+#[path = "../../nn/tests/common/mod.rs"]
 mod common;
 
 use common::{assert_close, Fixture};

@@ -1,4 +1,5 @@
-//! Shared helpers for the nn tests: loading PyTorch-made fixtures and comparing tensors.
+//! Shared helpers for the nn and model tests (`models/tests` includes this file by path):
+//! loading PyTorch-made fixtures and comparing tensors.
 #![allow(dead_code)]
 
 use kiln_ir::interp::{run, Env};
@@ -12,7 +13,7 @@ pub struct Fixture {
     pub meta: serde_json::Value,
 }
 
-/// Loads `nn/tests/fixtures/<file>`.
+/// Loads `<crate>/tests/fixtures/<file>` of the crate whose test includes this module.
 pub fn load(file: &str) -> Fixture {
     let path = format!("{}/tests/fixtures/{file}", env!("CARGO_MANIFEST_DIR"));
     let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
