@@ -80,17 +80,28 @@ impl Tensor {
         reversed.reduce_dims("argmin", ReduceOp::ArgMax, &dim, keepdim, loc)
     }
 
+    /// The (symbolic) number of elements a reduction over `dims` combines.
+    fn reduced_count(
+        &self,
+        op: &str,
+        dims: &dyn AxisList,
+        loc: &Location<'_>,
+    ) -> Option<kiln_ir::Dim> {
+        let axes = self.axes(op, &dims.to_axes(), loc)?;
+        let shape = self.shape();
+        Some(
+            axes.iter()
+                .fold(kiln_ir::Dim::constant(1), |acc, &a| acc * shape[a].clone()),
+        )
+    }
+
     /// Mean over `dims`: the sum divided by the (symbolic) number of reduced elements.
     #[track_caller]
     pub fn mean(&self, dims: impl AxisList, keepdim: bool) -> Tensor {
         let loc = Location::caller();
-        let Some(axes) = self.axes("mean", &dims.to_axes(), loc) else {
+        let Some(count) = self.reduced_count("mean", &dims, loc) else {
             return self.tracer.placeholder();
         };
-        let shape = self.shape();
-        let count = axes
-            .iter()
-            .fold(kiln_ir::Dim::constant(1), |acc, &a| acc * shape[a].clone());
         let sum = self.reduce_dims("mean", ReduceOp::Sum, &dims, keepdim, loc);
         let n = sum.dim_value_like(&count, loc);
         sum.binary(kiln_ir::BinaryOp::Div, &n, loc)
@@ -101,13 +112,9 @@ impl Tensor {
     #[track_caller]
     pub fn var(&self, dims: impl AxisList, keepdim: bool, correction: i64) -> Tensor {
         let loc = Location::caller();
-        let Some(axes) = self.axes("var", &dims.to_axes(), loc) else {
+        let Some(count) = self.reduced_count("var", &dims, loc) else {
             return self.tracer.placeholder();
         };
-        let shape = self.shape();
-        let count = axes
-            .iter()
-            .fold(kiln_ir::Dim::constant(1), |acc, &a| acc * shape[a].clone());
         let mean = self.mean(dims.to_axes(), true);
         let centered = self.sub(&mean);
         let sq = centered.square();
