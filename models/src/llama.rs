@@ -49,6 +49,29 @@ pub struct LlamaConfig {
 }
 
 impl LlamaConfig {
+    /// SmolLM2-135M (`HuggingFaceTB/SmolLM2-135M-Instruct`): 30 layers, hidden 576, 9 query
+    /// and 3 key/value heads of 64, tied embeddings, a 49152-token vocabulary. The KV caches
+    /// have batch 1 and `max_seq` positions.
+    pub fn smollm2_135m(max_seq: usize) -> LlamaConfig {
+        LlamaConfig {
+            vocab_size: 49152,
+            hidden_size: 576,
+            intermediate_size: 1536,
+            num_hidden_layers: 30,
+            num_attention_heads: 9,
+            num_key_value_heads: 3,
+            head_dim: 64,
+            rms_norm_eps: 1e-5,
+            rope_theta: 100000.0,
+            rope_scaling: RopeScaling::None,
+            tie_word_embeddings: true,
+            attention_bias: false,
+            mlp_bias: false,
+            max_position_embeddings: max_seq,
+            kv_cache_batch: Dim::constant(1),
+        }
+    }
+
     fn attention(&self) -> AttentionConfig {
         let rope =
             RotaryConfig::new(self.head_dim, self.rope_theta).with_scaling(self.rope_scaling);
