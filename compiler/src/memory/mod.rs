@@ -30,15 +30,20 @@
 //! 1. Buffers are visited in order of first use (ties by table order). A slot is *free* for a
 //!    buffer when every buffer already in it died before the buffer's first step.
 //! 2. A legal in-place hint puts the output in its input's slot (see below).
-//! 3. Otherwise the buffer goes to the best free slot: first one whose size provably covers it
-//!    (the difference is a non-negative constant; structural equality is difference 0), least
-//!    slack first; then one it provably outgrows by a constant, least growth first; then any
-//!    free slot, preferring one whose size mentions the same symbols. Only if no slot is free is
-//!    a new slot opened. Sizes are non-negative, so `max(a, b) <= a + b`: sharing a slot never
-//!    costs more than a new one, for every binding.
-//! 4. A slot's size is the `maximum` of its buffers' sizes, kept as a set of pairwise
-//!    incomparable candidates (a candidate provably below another is dropped), so it never
-//!    nests redundant `max` terms. Its alignment is the largest of its buffers'.
+//! 3. Otherwise the buffer goes to the best free slot, in this order: one whose size covers it
+//!    by a constant (structural equality is slack 0), least slack first; one whose size
+//!    provably covers it; one it exceeds by a constant, least growth first; one it provably
+//!    exceeds; then any free slot, preferring one whose size mentions the same symbols. Only if
+//!    no slot is free is a new slot opened. Sizes are non-negative, so `max(a, b) <= a + b`:
+//!    sharing a slot never costs more than a new one, for every binding.
+//! 4. A slot's size is the `maximum` of its buffers' sizes, kept as a set of candidates none of
+//!    which provably covers another, so it never nests redundant `max` terms. Its alignment is
+//!    the largest of its buffers'.
+//!
+//! "Provably `a >= b`" assumes every symbol is non-negative (they are lengths and batch sizes):
+//! `a - b` is a non-negative constant, or splits as `q*s + r` over a symbol `s` (exact
+//! polynomial division, `r` is the difference at `s = 0`) with both parts provably
+//! non-negative, so `256*seq >= 4*seq` and `4*(seq + past) >= 4*seq` are provable.
 //! 5. Slots are laid out by decreasing alignment (alignments are powers of two); each slot's
 //!    size is rounded up to its alignment, and its offset is the prefix sum of the rounded
 //!    sizes before it, so every offset is a multiple of the slot's alignment. The arena size is
@@ -56,8 +61,12 @@
 //!   buffers could share the space of one large one).
 //! - A slot shared by incomparable sizes costs `max(a, b)` for every binding, which can exceed
 //!   what an offset packer would use for one particular binding.
-//! - Size comparisons are only "provable" when the difference folds to a constant; anything
-//!   else (`seq` vs `2*seq`, which needs `seq >= 0`) is treated as incomparable.
+//! - Comparisons through `//`, `%`, `min` or `max` of a symbol are not attempted
+//!   (`4*min(seq, 64)` against `4*seq` is treated as incomparable). Incomparable sizes still
+//!   share slots, through `maximum`.
+//! - Symbols bound to negative values break the "provably larger" reasoning (the plan is still
+//!   evaluated, but a slot could be smaller than a member); sizes must be non-negative, which
+//!   evaluation checks for each buffer.
 //! - Negative sizes are not detected while planning; evaluation reports them.
 
 mod planner;

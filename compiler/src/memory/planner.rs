@@ -5,7 +5,7 @@ use super::{
     Placement, PlanError, PlannedBuffer, RejectedInPlace, Slot,
 };
 use kiln_ir::Dim;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Plans the arena for `problem`.
 ///
@@ -57,12 +57,14 @@ pub fn plan(problem: &MemoryProblem) -> Result<MemoryPlan, PlanError> {
     for (pos, &s) in layout.iter().enumerate() {
         position[s] = pos;
         let b = &slots[s];
-        let size = b
-            .candidates
-            .iter()
-            .skip(1)
-            .fold(b.candidates[0].clone(), |acc, c| acc.maximum(c));
-        let padded_size = round_up(&size, b.align);
+        let size = maximum(&b.candidates);
+        // Rounding is monotone, so rounding each candidate gives the same value as rounding
+        // the maximum, with simpler expressions (`256*seq` rounds to itself).
+        let mut padded = Vec::new();
+        for c in &b.candidates {
+            add_candidate(&mut padded, &round_up(c, b.align));
+        }
+        let padded_size = maximum(&padded);
         out_slots.push(Slot {
             size,
             padded_size: padded_size.clone(),
@@ -105,6 +107,14 @@ pub fn plan(problem: &MemoryProblem) -> Result<MemoryPlan, PlanError> {
     })
 }
 
+/// The `maximum` of a non-empty candidate set.
+fn maximum(candidates: &[Dim]) -> Dim {
+    candidates
+        .iter()
+        .skip(1)
+        .fold(candidates[0].clone(), |acc, c| acc.maximum(c))
+}
+
 /// A slot while buffers are being assigned.
 #[derive(Default)]
 struct Building {
@@ -116,20 +126,47 @@ struct Building {
     members: Vec<BufferId>,
 }
 
-/// `a - b` if it is a constant (so the comparison holds for every binding).
+/// `a - b` if it is a constant.
 fn const_diff(a: &Dim, b: &Dim) -> Option<i64> {
     (a - b).as_const()
 }
 
-/// Adds `size` to a slot's candidate set, dropping candidates it provably exceeds.
+/// True if `a >= b` is provable for every binding of non-negative symbols.
+fn provably_ge(a: &Dim, b: &Dim) -> bool {
+    provably_nonneg(&(a - b), 16)
+}
+
+/// True if `d >= 0` is provable for every binding of non-negative symbols: a constant is
+/// checked directly; otherwise `d` is split as `q*s + r` over one of its symbols `s`, with
+/// `r = d[s := 0]` and `q = (d - r) / s` an exact polynomial quotient, and both parts must be
+/// provably non-negative. Terms with `//`, `%`, `min` or `max` of `s` defeat the split, so
+/// they are provable only where they cancel or sit in a constant difference.
+fn provably_nonneg(d: &Dim, depth: u32) -> bool {
+    if let Some(c) = d.as_const() {
+        return c >= 0;
+    }
+    if depth == 0 {
+        return false;
+    }
+    for s in d.symbols() {
+        let zero = BTreeMap::from([(s.clone(), Dim::constant(0))]);
+        let r = d.substitute(&zero);
+        if &r == d {
+            continue;
+        }
+        if let Some(q) = (d - &r).exact_div(&Dim::symbol(&s)) {
+            return provably_nonneg(&q, depth - 1) && provably_nonneg(&r, depth - 1);
+        }
+    }
+    false
+}
+
+/// Adds `size` to a slot's candidate set, dropping candidates it provably covers.
 fn add_candidate(candidates: &mut Vec<Dim>, size: &Dim) {
-    if candidates
-        .iter()
-        .any(|c| const_diff(c, size).is_some_and(|d| d >= 0))
-    {
+    if candidates.iter().any(|c| provably_ge(c, size)) {
         return;
     }
-    candidates.retain(|c| const_diff(size, c).is_none_or(|d| d <= 0));
+    candidates.retain(|c| !provably_ge(size, c));
     candidates.push(size.clone());
     candidates.sort();
 }
@@ -142,28 +179,31 @@ fn choose_slot(slots: &[Building], size: &Dim, first: usize) -> Option<usize> {
         .enumerate()
         .filter(|(_, s)| s.busy_until.is_none_or(|u| u < first))
         .map(|(i, s)| {
-            // Least slack among candidates that provably cover `size`.
-            let slack = s
-                .candidates
+            let cands = &s.candidates;
+            // Least constant slack among candidates that cover `size`.
+            let slack = cands
                 .iter()
                 .filter_map(|c| const_diff(c, size).filter(|&d| d >= 0))
                 .min();
-            // Growth if `size` provably exceeds every candidate.
-            let growth = s
-                .candidates
+            let covers = cands.iter().any(|c| provably_ge(c, size));
+            // Growth if `size` exceeds every candidate by a constant.
+            let growth = cands
                 .iter()
                 .map(|c| const_diff(size, c).filter(|&d| d > 0))
                 .collect::<Option<Vec<i64>>>()
                 .and_then(|g| g.into_iter().min());
-            let score = match (slack, growth) {
-                (Some(k), _) => (0, k, i),
-                (None, Some(g)) => (1, g, i),
-                (None, None) => {
+            let exceeds = cands.iter().all(|c| provably_ge(size, c));
+            let score = match (slack, covers, growth, exceeds) {
+                (Some(k), ..) => (0, k),
+                (None, true, ..) => (1, 0),
+                (None, false, Some(g), _) => (2, g),
+                (None, false, None, true) => (3, 0),
+                (None, false, None, false) => {
                     let mut slot_symbols: Vec<String> =
-                        s.candidates.iter().flat_map(|c| c.symbols()).collect();
+                        cands.iter().flat_map(|c| c.symbols()).collect();
                     slot_symbols.sort();
                     slot_symbols.dedup();
-                    (2, i64::from(slot_symbols != symbols), i)
+                    (4, i64::from(slot_symbols != symbols))
                 }
             };
             (score, i)
