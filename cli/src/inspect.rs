@@ -6,17 +6,53 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
-/// Runs `kiln inspect FILE`.
-pub fn run(file: &Path, summary_only: bool) -> anyhow::Result<()> {
-    let text =
-        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let graph = kiln_ir::text::parse_graph(&text)
-        .with_context(|| format!("{} is not a valid Kiln graph", file.display()))?;
+/// Built-in models `kiln inspect` can trace, with what they are.
+const MODELS: [(&str, &str); 1] = [(
+    "smollm2-135m",
+    "SmolLM2-135M, cached forward over `seq` new tokens after `past` (KV cache of 2048)",
+)];
+
+/// Runs `kiln inspect TARGET`.
+pub fn run(target: &str, summary_only: bool) -> anyhow::Result<()> {
+    let graph = load(target)?;
     if !summary_only {
         println!("{graph}");
     }
     print!("{}", summary(&graph));
     Ok(())
+}
+
+/// The graph of an IR text file or a built-in model.
+fn load(target: &str) -> anyhow::Result<Graph> {
+    let path = Path::new(target);
+    if !path.exists() {
+        if let Some(graph) = builtin(target)? {
+            return Ok(graph);
+        }
+        let names: Vec<String> = MODELS.iter().map(|(n, d)| format!("  {n}: {d}")).collect();
+        anyhow::bail!(
+            "cannot read {target}: no such file, and not a built-in model; built-in models:\n{}",
+            names.join("\n")
+        );
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {target}"))?;
+    kiln_ir::text::parse_graph(&text).with_context(|| format!("{target} is not a valid Kiln graph"))
+}
+
+/// Traces a built-in model, if `name` is one.
+fn builtin(name: &str) -> anyhow::Result<Option<Graph>> {
+    use kiln_models::llama::{LlamaConfig, LlamaForCausalLM};
+    let graph = match name {
+        "smollm2-135m" => {
+            let model = LlamaForCausalLM::new(&LlamaConfig::smollm2_135m(2048));
+            let trace = kiln_nn::Trace::new();
+            let ids = trace.input("ids", kiln_ir::DType::I64, kiln_nn::dims![1, "seq"]);
+            trace.output("logits", &model.forward_cached(&ids));
+            trace.finish()?
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(graph))
 }
 
 /// A short description of a graph: its interface, symbols and op counts.
@@ -34,8 +70,14 @@ pub fn summary(g: &Graph) -> String {
         ("params", list(g.params())),
         ("states", list(g.states())),
     ] {
-        if !items.is_empty() {
-            let _ = writeln!(out, "{kind}: {}", items.join(", "));
+        match items.len() {
+            0 => {}
+            1..=6 => {
+                let _ = writeln!(out, "{kind}: {}", items.join(", "));
+            }
+            n => {
+                let _ = writeln!(out, "{kind}: {n}, e.g. {}, ...", items[..3].join(", "));
+            }
         }
     }
     let outputs: Vec<String> = g

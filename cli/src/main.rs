@@ -3,7 +3,6 @@
 mod inspect;
 
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
 
 /// Kiln, a neural-network compiler.
 #[derive(Parser)]
@@ -15,10 +14,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Parse and type-check an IR text file, then print it with a summary.
+    /// Show a graph: an IR text file, or a built-in model traced on the spot
+    /// (`smollm2-135m`). Prints the graph and a summary.
     Inspect {
-        /// A graph in Kiln's text format (see docs/ir.md).
-        file: PathBuf,
+        /// A graph in Kiln's text format (see docs/ir.md), or a built-in model name.
+        target: String,
         /// Print only the summary, not the graph.
         #[arg(long)]
         summary: bool,
@@ -27,6 +27,6 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Inspect { file, summary } => inspect::run(&file, summary),
+        Command::Inspect { target, summary } => inspect::run(&target, summary),
     }
 }

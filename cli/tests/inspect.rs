@@ -74,3 +74,15 @@ fn inspect_reports_missing_files() {
         "{stderr}"
     );
 }
+
+#[test]
+fn inspect_traces_a_builtin_model() {
+    let (ok, stdout, stderr) = kiln(&["inspect", "smollm2-135m", "--summary"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("inputs: ids: i64[1, seq]"), "{stdout}");
+    assert!(
+        stdout.contains("outputs: logits: f32[1, seq, 49152]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("symbols: past, seq"), "{stdout}");
+}
