@@ -1,5 +1,8 @@
 //! Kiln's compiler: e-graph optimizer, fusion scheduler, memory planner, loop IR and the
 //! `cpu`, `wgsl` and `ptx` backends.
 //!
-//! Nothing is implemented here yet; the crate exists so the workspace has its final shape.
-//! Until the compiler lands, graphs run only on the reference interpreter in [`kiln_ir::interp`].
+//! Implemented so far: the backend-neutral [`loop_ir`] (with its reference evaluator) and the
+//! fusion [`schedule`]r that partitions a [`kiln_ir::Graph`] into loop-IR kernels.
+
+pub mod loop_ir;
+pub mod schedule;
