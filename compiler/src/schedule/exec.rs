@@ -43,6 +43,9 @@ impl Feeds {
     }
 }
 
+/// Tensors by name.
+pub type Named = Vec<(String, Tensor)>;
+
 /// Why a schedule could not be run.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum RunError {
@@ -62,10 +65,7 @@ pub enum RunError {
 
 /// Runs `s` on `feeds`; returns the outputs and the new state values, by name. Symbols not
 /// bound in `feeds` are inferred from source tensors whose dim is a bare symbol.
-pub fn run(
-    s: &Schedule,
-    feeds: &Feeds,
-) -> Result<(Vec<(String, Tensor)>, Vec<(String, Tensor)>), RunError> {
+pub fn run(s: &Schedule, feeds: &Feeds) -> Result<(Named, Named), RunError> {
     let mut b = feeds.bindings.clone();
     let source = |kind: &BufferKind| -> Option<Result<&Tensor, RunError>> {
         let (map, name) = match kind {
