@@ -1,7 +1,10 @@
 //! Kiln's compiler: e-graph optimizer, fusion scheduler, memory planner, loop IR and the
 //! `cpu`, `wgsl` and `ptx` backends.
 //!
-//! Nothing is implemented here yet; the crate exists so the workspace has its final shape.
-//! Until the compiler lands, graphs run only on the reference interpreter in [`kiln_ir::interp`].
+//! Implemented so far: the backend-neutral [`loop_ir`] (with its reference evaluator), the
+//! fusion [`schedule`]r that partitions a [`kiln_ir::Graph`] into loop-IR kernels, and the
+//! [`memory`] planner (liveness, reuse, symbolic arena sizes).
 
+pub mod loop_ir;
 pub mod memory;
+pub mod schedule;

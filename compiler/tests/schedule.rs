@@ -1,0 +1,538 @@
+//! The scheduler against the reference interpreter: each graph is run by
+//! `kiln_ir::interp::run` and by the scheduled kernels on the loop-IR evaluator, and the
+//! results must be bit-identical (the loop IR rounds at exactly the interpreter's op
+//! boundaries, so no tolerance is needed).
+
+use kiln_compiler::loop_ir::KernelKind;
+use kiln_compiler::schedule::{run as run_schedule, schedule, Feeds, Schedule};
+use kiln_ir::interp::{run, Env};
+use kiln_ir::{
+    BinaryOp, DType, Dim, Graph, QuantType, ReduceOp, Scalar, ScatterReduce, Shape, Tensor, UnaryOp,
+};
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
+    }
+    fn f32s(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| (self.next() * 4.0 - 2.0) as f32).collect()
+    }
+}
+
+fn bits(t: &Tensor) -> Vec<u64> {
+    match t.dtype() {
+        DType::Bool => t
+            .as_slice::<bool>()
+            .unwrap()
+            .iter()
+            .map(|&b| b as u64)
+            .collect(),
+        d if d.is_float() => t
+            .to_f64_vec()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                if v.is_nan() {
+                    1 << 63 | 0x7ff8
+                } else {
+                    v.to_bits()
+                }
+            })
+            .collect(),
+        _ => t.to_i64_vec().unwrap().iter().map(|&v| v as u64).collect(),
+    }
+}
+
+/// Runs both and compares; `tensors` are (kind, name, tensor) with kind i/p/s.
+fn check(g: &Graph, tensors: &[(char, &str, Tensor)], binds: &[(&str, i64)]) -> Schedule {
+    let s = schedule(g).unwrap_or_else(|e| panic!("schedule: {e}"));
+    let mut env = Env::new();
+    let mut feeds = Feeds::new();
+    for (k, n, t) in tensors {
+        match k {
+            'i' => {
+                env.set_input(n, t.clone());
+                feeds = feeds.input(n, t.clone());
+            }
+            'p' => {
+                env.set_param(n, t.clone());
+                feeds = feeds.param(n, t.clone());
+            }
+            _ => {
+                env.set_state(n, t.clone());
+                feeds = feeds.state(n, t.clone());
+            }
+        }
+    }
+    for (sym, v) in binds {
+        env.set_binding(sym, *v);
+        feeds = feeds.bind(sym, *v);
+    }
+    let want = run(g, &env).unwrap_or_else(|e| panic!("interp: {e}"));
+    let (outs, states) =
+        run_schedule(&s, &feeds).unwrap_or_else(|e| panic!("loop ir: {e}\n{}", dump(&s)));
+    for ((n, a), (_, b)) in want
+        .outputs
+        .iter()
+        .zip(&outs)
+        .chain(want.states.iter().zip(&states))
+    {
+        assert_eq!(a.shape(), b.shape(), "{n}");
+        assert_eq!(bits(a), bits(b), "{n}: {a:?} vs {b:?}\n{}", dump(&s));
+    }
+    s
+}
+
+fn dump(s: &Schedule) -> String {
+    s.kernels.iter().map(|k| k.to_string()).collect()
+}
+
+fn t(shape: Vec<usize>, v: Vec<f32>) -> Tensor {
+    Tensor::from_vec(shape, v).unwrap()
+}
+
+const SIZES: [usize; 4] = [1, 3, 7, 17];
+
+#[test]
+fn every_unary_and_binary_op_fused_into_one_kernel() {
+    for op in UnaryOp::ALL
+        .into_iter()
+        .filter(|u| u.float_only() || *u != UnaryOp::Not)
+    {
+        if op == UnaryOp::Not {
+            continue;
+        }
+        let mut g = Graph::new();
+        let x = g
+            .input("x", DType::F32, Shape::new([Dim::from("n"), Dim::from(3)]))
+            .unwrap();
+        let y = g.unary(op, x).unwrap();
+        let h = g
+            .full(
+                Scalar::Float(0.5),
+                DType::F16,
+                Shape::new([Dim::from("n"), Dim::from(3)]),
+            )
+            .unwrap();
+        let y16 = g.cast(y, DType::F16).unwrap();
+        let z = g.mul(y16, h).unwrap();
+        g.set_output("z", z).unwrap();
+        for n in [1, 7] {
+            let mut r = Rng(n as u64 + 1);
+            let s = check(
+                &g,
+                &[('i', "x", t(vec![n, 3], r.f32s(n * 3)))],
+                &[("n", n as i64)],
+            );
+            assert_eq!(s.kernels.len(), 1, "{op:?}");
+        }
+    }
+    for op in BinaryOp::ALL.into_iter().filter(|b| !b.is_logical()) {
+        let mut g = Graph::new();
+        let x = g.input("x", DType::F32, Shape::new(["n"])).unwrap();
+        let y = g.input("y", DType::F32, Shape::new([1])).unwrap();
+        let z = g.binary(op, x, y).unwrap();
+        g.set_output("z", z).unwrap();
+        for n in SIZES {
+            let mut r = Rng(n as u64);
+            let s = check(
+                &g,
+                &[
+                    ('i', "x", t(vec![n], r.f32s(n))),
+                    ('i', "y", t(vec![1], r.f32s(1))),
+                ],
+                &[],
+            );
+            assert_eq!(s.kernels.len(), 1);
+        }
+    }
+    // Integer and bool ops, where, casts, iota.
+    let mut g = Graph::new();
+    let a = g.input("a", DType::I32, Shape::new(["n"])).unwrap();
+    let i = g.iota(0, DType::I32, Shape::new(["n"])).unwrap();
+    let d = g.binary(BinaryOp::Div, a, i).unwrap();
+    let m = g.binary(BinaryOp::Mod, a, i).unwrap();
+    let x = g.binary(BinaryOp::Xor, d, m).unwrap();
+    let c = g.binary(BinaryOp::Lt, x, a).unwrap();
+    let nc = g.unary(UnaryOp::Not, c).unwrap();
+    let w = g.where_(nc, d, m).unwrap();
+    let f = g.cast(w, DType::BF16).unwrap();
+    g.set_output("f", f).unwrap();
+    for n in SIZES {
+        let v: Vec<i32> = (0..n as i32).map(|k| k * 7919 - 40).collect();
+        check(
+            &g,
+            &[('i', "a", Tensor::from_vec(vec![n], v).unwrap())],
+            &[],
+        );
+    }
+}
+
+#[test]
+fn views_are_index_arithmetic() {
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, Shape::new([Dim::from("n"), Dim::from(6)]))
+        .unwrap();
+    let r = g
+        .reshape(x, Shape::new([Dim::from("n"), Dim::from(2), Dim::from(3)]))
+        .unwrap();
+    let p = g.permute(r, &[2, 0, 1]).unwrap();
+    let s = g.slice(p, 0, 1, 3, 1).unwrap();
+    let f = g.flip(s, &[1]).unwrap();
+    let pd = g
+        .pad(
+            f,
+            vec![
+                (Dim::from(1), Dim::from(0)),
+                (Dim::from(0), Dim::from(2)),
+                (Dim::from(1), Dim::from(1)),
+            ],
+            Scalar::Float(-1.5),
+        )
+        .unwrap();
+    let e = g.exp(pd).unwrap();
+    let c = g.concat(&[e, pd], 1).unwrap();
+    g.set_output("c", c).unwrap();
+    let xr = g
+        .reshape(x, Shape::new([Dim::from(6), Dim::from("n")]))
+        .unwrap();
+    g.set_output("xr", xr).unwrap();
+    for n in SIZES {
+        let mut rng = Rng(3);
+        let s = check(&g, &[('i', "x", t(vec![n, 6], rng.f32s(n * 6)))], &[]);
+        assert_eq!(s.kernels.len(), 2);
+    }
+}
+
+#[test]
+fn every_reduction_at_odd_sizes() {
+    for op in ReduceOp::ALL {
+        for keep in [false, true] {
+            let mut g = Graph::new();
+            let x = g
+                .input("x", DType::F32, Shape::new([Dim::from(3), Dim::from("n")]))
+                .unwrap();
+            let sq = g.mul(x, x).unwrap();
+            let axes: &[usize] = if op == ReduceOp::ArgMax {
+                &[1]
+            } else {
+                &[0, 1]
+            };
+            let r = g.reduce(op, sq, axes, keep).unwrap();
+            g.set_output("r", r).unwrap();
+            let r1 = g
+                .reduce(
+                    if op == ReduceOp::ArgMax {
+                        ReduceOp::Max
+                    } else {
+                        op
+                    },
+                    x,
+                    &[0],
+                    keep,
+                )
+                .unwrap();
+            g.set_output("r1", r1).unwrap();
+            for n in SIZES {
+                let mut rng = Rng(n as u64 * 5);
+                let s = check(&g, &[('i', "x", t(vec![3, n], rng.f32s(3 * n)))], &[]);
+                assert_eq!(s.kernels.len(), 2, "{op:?}: square fused as prologue");
+            }
+        }
+    }
+}
+
+fn softmax(g: &mut Graph, x: kiln_ir::NodeId) -> kiln_ir::NodeId {
+    let m = g.max(x, &[1], true).unwrap();
+    let d = g.sub(x, m).unwrap();
+    let e = g.exp(d).unwrap();
+    let s = g.sum(e, &[1], true).unwrap();
+    g.div(e, s).unwrap()
+}
+
+fn rms_norm(g: &mut Graph, x: kiln_ir::NodeId, w: kiln_ir::NodeId, dim: usize) -> kiln_ir::NodeId {
+    let sq = g.mul(x, x).unwrap();
+    let s = g.sum(sq, &[1], true).unwrap();
+    let inv = g
+        .scalar(Scalar::Float(1.0 / dim as f64), DType::F32)
+        .unwrap();
+    let mean = g.mul(s, inv).unwrap();
+    let eps = g.scalar(Scalar::Float(1e-5), DType::F32).unwrap();
+    let me = g.add(mean, eps).unwrap();
+    let r = g.rsqrt(me).unwrap();
+    let y = g.mul(x, r).unwrap();
+    g.mul(y, w).unwrap()
+}
+
+#[test]
+fn softmax_is_one_kernel() {
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, Shape::new([Dim::from("n"), Dim::from(7)]))
+        .unwrap();
+    let y = softmax(&mut g, x);
+    g.set_output("y", y).unwrap();
+    let mut s = None;
+    for n in SIZES {
+        let mut rng = Rng(11);
+        s = Some(check(
+            &g,
+            &[('i', "x", t(vec![n, 7], rng.f32s(n * 7)))],
+            &[],
+        ));
+    }
+    let s = s.unwrap();
+    assert_eq!(s.kernels.len(), 1);
+    assert_eq!(s.kernels[0].kind, KernelKind::Reduction);
+    insta::assert_snapshot!("softmax_kernel", s.kernels[0].to_string());
+}
+
+#[test]
+fn rms_norm_and_layer_norm_are_one_kernel() {
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, Shape::new([Dim::from("n"), Dim::from(8)]))
+        .unwrap();
+    let w = g.param("w", DType::F32, Shape::new([8])).unwrap();
+    let y = rms_norm(&mut g, x, w, 8);
+    g.set_output("y", y).unwrap();
+    let mut rng = Rng(5);
+    let wt = t(vec![8], rng.f32s(8));
+    for n in SIZES {
+        let s = check(
+            &g,
+            &[
+                ('i', "x", t(vec![n, 8], rng.f32s(n * 8))),
+                ('p', "w", wt.clone()),
+            ],
+            &[],
+        );
+        assert_eq!(s.kernels.len(), 1);
+        if n == 3 {
+            insta::assert_snapshot!("rms_norm_kernel", s.kernels[0].to_string());
+        }
+    }
+    // LayerNorm: mean, centered variance, normalize, scale and shift.
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, Shape::new([Dim::from("n"), Dim::from(8)]))
+        .unwrap();
+    let w = g.param("w", DType::F32, Shape::new([8])).unwrap();
+    let b = g.param("b", DType::F32, Shape::new([8])).unwrap();
+    let inv = g.scalar(Scalar::Float(0.125), DType::F32).unwrap();
+    let s = g.sum(x, &[1], true).unwrap();
+    let mean = g.mul(s, inv).unwrap();
+    let c = g.sub(x, mean).unwrap();
+    let c2 = g.mul(c, c).unwrap();
+    let v = g.sum(c2, &[1], true).unwrap();
+    let var = g.mul(v, inv).unwrap();
+    let eps = g.scalar(Scalar::Float(1e-5), DType::F32).unwrap();
+    let ve = g.add(var, eps).unwrap();
+    let r = g.rsqrt(ve).unwrap();
+    let y = g.mul(c, r).unwrap();
+    let y = g.mul(y, w).unwrap();
+    let y = g.add(y, b).unwrap();
+    g.set_output("y", y).unwrap();
+    let bt = t(vec![8], rng.f32s(8));
+    for n in SIZES {
+        let s = check(
+            &g,
+            &[
+                ('i', "x", t(vec![n, 8], rng.f32s(n * 8))),
+                ('p', "w", wt.clone()),
+                ('p', "b", bt.clone()),
+            ],
+            &[],
+        );
+        assert_eq!(s.kernels.len(), 1);
+    }
+}
+
+#[test]
+fn matmul_with_bias_activation_residual_is_one_kernel() {
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, Shape::new([Dim::from("n"), Dim::from(5)]))
+        .unwrap();
+    let w = g.param("w", DType::F32, Shape::new([3, 5])).unwrap();
+    let b = g.param("b", DType::F32, Shape::new([3])).unwrap();
+    let res = g
+        .input(
+            "res",
+            DType::F32,
+            Shape::new([Dim::from("n"), Dim::from(3)]),
+        )
+        .unwrap();
+    let mm = g.matmul_t(x, w, false, true).unwrap();
+    let y = g.add(mm, b).unwrap();
+    let y = g.tanh(y).unwrap();
+    let y = g.add(y, res).unwrap();
+    let half = g.scalar(Scalar::Float(0.5), DType::F32).unwrap();
+    let y = g.mul(y, half).unwrap();
+    g.set_output("y", y).unwrap();
+    let mut rng = Rng(9);
+    let (wt, bt) = (t(vec![3, 5], rng.f32s(15)), t(vec![3], rng.f32s(3)));
+    for n in SIZES {
+        let s = check(
+            &g,
+            &[
+                ('i', "x", t(vec![n, 5], rng.f32s(n * 5))),
+                ('p', "w", wt.clone()),
+                ('p', "b", bt.clone()),
+                ('i', "res", t(vec![n, 3], rng.f32s(n * 3))),
+            ],
+            &[],
+        );
+        assert_eq!(s.kernels.len(), 1);
+        assert_eq!(s.kernels[0].kind, KernelKind::MatMul);
+        if n == 3 {
+            insta::assert_snapshot!("matmul_epilogue_kernel", s.kernels[0].to_string());
+        }
+    }
+}
+
+fn quant_blocks(q: QuantType, rows: usize, k: usize, rng: &mut Rng) -> Tensor {
+    let nblocks = rows * k / q.block_size();
+    let mut bytes = Vec::new();
+    for _ in 0..nblocks {
+        let d = half::f16::from_f32(0.01 + rng.next() as f32 * 0.05).to_le_bytes();
+        bytes.extend_from_slice(&d);
+        for _ in 2..q.block_bytes() {
+            bytes.push((rng.next() * 256.0) as u8);
+        }
+    }
+    Tensor::quantized(q, vec![rows, k], bytes).unwrap()
+}
+
+#[test]
+fn matmul_with_quantized_and_f16_weights_dequantizes_in_the_prologue() {
+    for q in [QuantType::Q4_0, QuantType::Q8_0] {
+        let mut g = Graph::new();
+        let x = g
+            .input("x", DType::F32, Shape::new([Dim::from("n"), Dim::from(64)]))
+            .unwrap();
+        let w = g.param("w", DType::Quant(q), Shape::new([3, 64])).unwrap();
+        let mm = g.matmul_t(x, w, false, true).unwrap();
+        let y = g.silu_like(mm);
+        g.set_output("y", y).unwrap();
+        let mut rng = Rng(21);
+        let wt = quant_blocks(q, 3, 64, &mut rng);
+        for n in [1, 3] {
+            let s = check(
+                &g,
+                &[
+                    ('i', "x", t(vec![n, 64], rng.f32s(n * 64))),
+                    ('p', "w", wt.clone()),
+                ],
+                &[],
+            );
+            assert_eq!(s.kernels.len(), 1);
+            assert!(s.kernels[0].to_string().contains("dequant."));
+        }
+    }
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, Shape::new([Dim::from("n"), Dim::from(4)]))
+        .unwrap();
+    let w = g.param("w", DType::F16, Shape::new([4, 3])).unwrap();
+    let wf = g.cast(w, DType::F32).unwrap();
+    let mm = g.matmul(x, wf).unwrap();
+    g.set_output("y", mm).unwrap();
+    let mut rng = Rng(2);
+    let w16: Vec<half::f16> = rng.f32s(12).into_iter().map(half::f16::from_f32).collect();
+    for n in SIZES {
+        let s = check(
+            &g,
+            &[
+                ('i', "x", t(vec![n, 4], rng.f32s(n * 4))),
+                ('p', "w", Tensor::from_vec(vec![4, 3], w16.clone()).unwrap()),
+            ],
+            &[],
+        );
+        assert_eq!(s.kernels.len(), 1);
+    }
+}
+
+trait SiluLike {
+    fn silu_like(&mut self, x: kiln_ir::NodeId) -> kiln_ir::NodeId;
+}
+impl SiluLike for Graph {
+    fn silu_like(&mut self, x: kiln_ir::NodeId) -> kiln_ir::NodeId {
+        let n = self.neg(x).unwrap();
+        let e = self.exp(n).unwrap();
+        let one = self.scalar(Scalar::Float(1.0), DType::F32).unwrap();
+        let d = self.add(e, one).unwrap();
+        self.div(x, d).unwrap()
+    }
+}
+
+#[test]
+fn indexing_ops_and_state_updates() {
+    let mut g = Graph::new();
+    let emb = g.param("emb", DType::F32, Shape::new([5, 4])).unwrap();
+    let ids = g.input("ids", DType::I64, Shape::new(["n"])).unwrap();
+    let e = g.index_select(emb, 0, ids).unwrap();
+    g.set_output("e", e).unwrap();
+    let gi = g
+        .input("gi", DType::I64, Shape::new([Dim::from("n"), Dim::from(2)]))
+        .unwrap();
+    let ga = g.gather(e, 1, gi).unwrap();
+    g.set_output("ga", ga).unwrap();
+    let z = g
+        .full(Scalar::Float(0.25), DType::F32, Shape::new([5, 4]))
+        .unwrap();
+    let sc = g.scatter(z, 0, gi, ga, ScatterReduce::Add).unwrap();
+    let sc2 = g.scatter(z, 0, gi, ga, ScatterReduce::Assign).unwrap();
+    g.set_output("sc", sc).unwrap();
+    g.set_output("sc2", sc2).unwrap();
+    let cache = g.state("cache", DType::F32, Shape::new([8, 4])).unwrap();
+    let upd = g.slice_update(cache, e, 0, "past").unwrap();
+    g.set_state_update("cache", upd).unwrap();
+    let mut rng = Rng(4);
+    for n in SIZES.into_iter().filter(|&n| n <= 5) {
+        let ids: Vec<i64> = (0..n as i64).map(|i| (i * 3) % 5).collect();
+        let gis: Vec<i64> = (0..2 * n as i64).map(|i| (i * 7 + 1) % 4).collect();
+        check(
+            &g,
+            &[
+                ('p', "emb", t(vec![5, 4], rng.f32s(20))),
+                ('i', "ids", Tensor::from_vec(vec![n], ids).unwrap()),
+                ('i', "gi", Tensor::from_vec(vec![n, 2], gis).unwrap()),
+                ('s', "cache", t(vec![8, 4], rng.f32s(32))),
+            ],
+            &[("past", 2)],
+        );
+    }
+}
+
+#[test]
+fn params_only_work_runs_at_load_time() {
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, Shape::new([Dim::from("n"), Dim::from(3)]))
+        .unwrap();
+    let w = g.param("w", DType::F32, Shape::new([3, 2])).unwrap();
+    let v = g.param("v", DType::F32, Shape::new([3, 2])).unwrap();
+    let wt = g.concat(&[w, v], 1).unwrap();
+    let wt = g.permute(wt, &[1, 0]).unwrap();
+    let y = g.matmul_t(x, wt, false, true).unwrap();
+    g.set_output("y", y).unwrap();
+    let mut rng = Rng(8);
+    let s = check(
+        &g,
+        &[
+            ('i', "x", t(vec![3, 3], rng.f32s(9))),
+            ('p', "w", t(vec![3, 2], rng.f32s(6))),
+            ('p', "v", t(vec![3, 2], rng.f32s(6))),
+        ],
+        &[],
+    );
+    assert_eq!(s.load_time.len(), 1);
+    assert_eq!(s.launches.len(), 1);
+}
