@@ -3,3 +3,5 @@
 //!
 //! Nothing is implemented here yet; the crate exists so the workspace has its final shape.
 //! Until the compiler lands, graphs run only on the reference interpreter in [`kiln_ir::interp`].
+
+pub mod egraph;
