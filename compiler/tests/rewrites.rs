@@ -30,7 +30,7 @@ impl Rng {
 
     /// Mostly values in [-4, 4), with 1 in 8 a special value.
     fn float(&mut self) -> f64 {
-        if self.next() % 8 == 0 {
+        if self.next().is_multiple_of(8) {
             [0.0, -0.0, f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 1e-42]
                 [(self.next() % 6) as usize]
         } else {
@@ -701,4 +701,93 @@ fn snapshot_small_graph_and_stats() {
     let again = optimize(&g, &OptimizeOptions::default()).unwrap();
     assert_eq!(again.graph, opt.graph);
     assert_eq!(again.stats, opt.stats);
+}
+
+// ---------------------------------------------------------------- whole model
+
+fn tiny_llama() -> Graph {
+    use kiln_models::llama::{LlamaConfig, LlamaForCausalLM};
+    use kiln_nn::layers::RopeScaling;
+    use kiln_nn::{dims, Trace};
+    let config = LlamaConfig {
+        vocab_size: 37,
+        hidden_size: 16,
+        intermediate_size: 24,
+        num_hidden_layers: 2,
+        num_attention_heads: 4,
+        num_key_value_heads: 2,
+        head_dim: 4,
+        rms_norm_eps: 1e-5,
+        rope_theta: 10000.0,
+        rope_scaling: RopeScaling::None,
+        tie_word_embeddings: false,
+        attention_bias: false,
+        mlp_bias: false,
+        max_position_embeddings: 16,
+        kv_cache_batch: Dim::symbol("batch"),
+    };
+    let model = LlamaForCausalLM::new(&config);
+    let tr = Trace::new();
+    let ids = tr.input("ids", DType::I64, dims!["batch", "n"]);
+    let logits = model.forward(&ids);
+    tr.output("logits", &logits);
+    tr.finish().unwrap()
+}
+
+/// Finite random inputs (the model's own arithmetic must not see NaN).
+fn finite_env(g: &Graph, batch: i64, seq: i64, seed: u64) -> Env {
+    let mut env = random_env(g, &[("batch", batch), ("n", seq)], seed, 37);
+    let mut rng = Rng(seed | 1);
+    for (name, id) in g.params() {
+        let dims: Vec<usize> = g
+            .ty(id)
+            .shape
+            .as_consts()
+            .unwrap()
+            .iter()
+            .map(|&d| d as usize)
+            .collect();
+        let n: usize = dims.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| (rng.unit() as f32 - 0.5) * 0.5).collect();
+        env.set_param(name, Tensor::from_vec(dims, v).unwrap());
+    }
+    env
+}
+
+#[test]
+fn llama_logits_are_unchanged_and_no_transpose_feeds_a_matmul() {
+    let g = tiny_llama();
+    let opt = optimize(&g, &OptimizeOptions::default()).unwrap();
+    for (batch, seq, seed) in [(1, 3, 11), (2, 7, 12)] {
+        let env = finite_env(&g, batch, seq, seed);
+        let before = run(&g, &env).unwrap();
+        let after = run(&opt.graph, &env).unwrap();
+        let (a, b) = (before.get("logits").unwrap(), after.get("logits").unwrap());
+        assert_eq!(a.shape(), b.shape());
+        let (a, b) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
+        for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+            assert!(x.is_finite(), "logit {i} is {x}");
+            // Every rule is exact, so the logits are identical, bit for bit.
+            assert_eq!(
+                x.to_bits(),
+                y.to_bits(),
+                "logit {i}: {x} vs {y} (batch {batch}, seq {seq})"
+            );
+        }
+    }
+    let transposes = |g: &Graph| {
+        g.nodes()
+            .iter()
+            .filter(|n| matches!(n.op, Op::MatMul { .. }))
+            .flat_map(|n| n.inputs.iter())
+            .filter(|i| is_transpose(&g.node(**i).op))
+            .count()
+    };
+    assert!(
+        transposes(&g) > 0,
+        "the traced model transposes matmul operands"
+    );
+    assert_eq!(transposes(&opt.graph), 0, "{}", opt.graph);
+    assert!(!permute_feeds_matmul(&opt.graph), "{}", opt.graph);
+    assert!(opt.graph.nodes().len() <= g.nodes().len(), "{}", opt.stats);
 }
