@@ -24,7 +24,7 @@ pub mod rules;
 pub use cost::CostModel;
 pub use optimize::{optimize, OptimizeOptions, Optimized, RuleStats, Stage, StageStats};
 
-/// Why [`optimize`] failed.
+/// Why [`optimize()`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OptimizeError {
     /// Rebuilding the graph failed (a type no longer checks: a bug in a rule).
