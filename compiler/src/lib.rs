@@ -1,10 +1,12 @@
 //! Kiln's compiler: e-graph optimizer, fusion scheduler, memory planner, loop IR and the
 //! `cpu`, `wgsl` and `ptx` backends.
 //!
-//! Implemented so far: the backend-neutral [`loop_ir`] (with its reference evaluator), the
-//! fusion [`schedule`]r that partitions a [`kiln_ir::Graph`] into loop-IR kernels, and the
-//! [`memory`] planner (liveness, reuse, symbolic arena sizes).
+//! Implemented so far: the [`egraph`] optimizer (egg, exact rewrite rules in stages, a cost
+//! model), the backend-neutral [`loop_ir`] (with its reference evaluator), the fusion
+//! [`schedule`]r that partitions a [`kiln_ir::Graph`] into loop-IR kernels, and the [`memory`]
+//! planner (liveness, reuse, symbolic arena sizes). The backends come next.
 
+pub mod egraph;
 pub mod loop_ir;
 pub mod memory;
 pub mod schedule;

@@ -6,6 +6,13 @@ use crate::error::IrError;
 use crate::op::{BinaryOp, Op, ReduceOp, ScatterReduce, UnaryOp};
 use crate::shape::{broadcast_shapes, Shape, TensorType};
 
+/// The type of `op` applied to operands of types `ins`, or why it does not fit: the same
+/// inference [`crate::Graph::push`] runs, for tools (the e-graph optimizer) that type nodes
+/// outside a [`crate::Graph`].
+pub fn infer_type(op: &Op, ins: &[&TensorType]) -> Result<TensorType, IrError> {
+    infer(op, ins)
+}
+
 /// The type of `op` applied to operands of types `ins`, or why it does not fit.
 pub(crate) fn infer(op: &Op, ins: &[&TensorType]) -> Result<TensorType, IrError> {
     let name = op.name();

@@ -29,6 +29,7 @@ pub use dim::{Bindings, Dim, DimError};
 pub use dtype::{DType, Scalar};
 pub use error::IrError;
 pub use graph::{Graph, Node, NodeId};
+pub use infer::infer_type;
 pub use interp::{run, Env, EvalError, Outputs};
 pub use op::{BinaryOp, Op, ReduceOp, ScatterReduce, UnaryOp};
 pub use quant::QuantType;
