@@ -12,13 +12,64 @@ const MODELS: [(&str, &str); 1] = [(
     "SmolLM2-135M, cached forward over `seq` new tokens after `past` (KV cache of 2048)",
 )];
 
+/// What `kiln inspect` prints.
+pub struct Options {
+    /// Only the summary, not the graph.
+    pub summary: bool,
+    /// Compile and report.
+    pub compile: bool,
+    /// Print the e-graph rule statistics.
+    pub egraph: bool,
+    /// Symbol values for the report.
+    pub bind: Vec<(String, i64)>,
+}
+
 /// Runs `kiln inspect TARGET`.
-pub fn run(target: &str, summary_only: bool) -> anyhow::Result<()> {
+pub fn run(target: &str, options: &Options) -> anyhow::Result<()> {
     let graph = load(target)?;
-    if !summary_only {
+    if !options.summary {
         println!("{graph}");
     }
     print!("{}", summary(&graph));
+    if options.compile || options.egraph {
+        compile_report(&graph, options)?;
+    }
+    Ok(())
+}
+
+/// Compiles without and with the optimizer and prints both reports.
+fn compile_report(graph: &Graph, options: &Options) -> anyhow::Result<()> {
+    use kiln_compiler::egraph::OptimizeOptions;
+    let mut bindings = kiln_ir::Bindings::new();
+    for s in graph.symbols() {
+        bindings.set(&s, 512);
+    }
+    for (k, v) in &options.bind {
+        bindings.set(k, *v);
+    }
+    let values: Vec<String> = bindings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("compiled at {}:", values.join(", "));
+    let start = std::time::Instant::now();
+    let plain = kiln_compiler::compile(graph, None)?;
+    let t_plain = start.elapsed();
+    println!(
+        "  without the optimizer: {} ({:.0} ms)",
+        plain.report(&bindings)?,
+        t_plain.as_secs_f64() * 1e3
+    );
+    let start = std::time::Instant::now();
+    let opt = kiln_compiler::compile(graph, Some(&OptimizeOptions::default()))?;
+    let t_opt = start.elapsed();
+    println!(
+        "  with the optimizer:    {} ({:.0} ms)",
+        opt.report(&bindings)?,
+        t_opt.as_secs_f64() * 1e3
+    );
+    if options.egraph {
+        if let Some(stats) = &opt.stats {
+            println!("{stats}");
+        }
+    }
     Ok(())
 }
 

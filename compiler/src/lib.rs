@@ -9,4 +9,7 @@
 pub mod egraph;
 pub mod loop_ir;
 pub mod memory;
+pub mod pipeline;
 pub mod schedule;
+
+pub use pipeline::{compile, CompileError, Compiled, Report};
