@@ -86,3 +86,32 @@ fn inspect_traces_a_builtin_model() {
     );
     assert!(stdout.contains("symbols: past, seq"), "{stdout}");
 }
+
+#[test]
+fn inspect_compiles_and_reports() {
+    let path = write("compile.kiln", GRAPH);
+    let (ok, stdout, stderr) = kiln(&[
+        "inspect",
+        path.to_str().unwrap(),
+        "--summary",
+        "--compile",
+        "--egraph",
+        "--bind",
+        "seq=8",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("compiled at seq=8:"), "{stdout}");
+    assert!(stdout.contains("without the optimizer:"), "{stdout}");
+    assert!(stdout.contains("with the optimizer:"), "{stdout}");
+    assert!(stdout.contains("kernels"), "{stdout}");
+    assert!(stdout.contains("stage simplify"), "{stdout}");
+    let (ok, _, stderr) = kiln(&[
+        "inspect",
+        path.to_str().unwrap(),
+        "--compile",
+        "--bind",
+        "seq",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("expected SYMBOL=VALUE"), "{stderr}");
+}

@@ -48,3 +48,27 @@ fn optimized_llama_gives_identical_logits() {
         );
     }
 }
+
+#[test]
+fn the_whole_pipeline_runs_the_tiny_llama_exactly() {
+    use kiln_compiler::schedule::{run as run_schedule, Feeds};
+    let model = LlamaForCausalLM::new(&tiny());
+    let graph = traced(&model);
+    let compiled = kiln_compiler::compile(&graph, Some(&OptimizeOptions::default())).unwrap();
+    let ids = Tensor::from_vec(vec![1, 4], vec![7i64, 0, 33, 12]).unwrap();
+    let mut env = Env::new().input("ids", ids.clone());
+    let mut feeds = Feeds::new().input("ids", ids);
+    for (name, t) in weights(&model) {
+        env.set_param(&name, t.clone());
+        feeds = feeds.param(&name, t);
+    }
+    let want = run(&graph, &env).unwrap();
+    let (outputs, _) = run_schedule(&compiled.schedule, &feeds).unwrap();
+    assert_eq!(&outputs[0].1, want.get("logits").unwrap());
+    let report = compiled
+        .report(&kiln_ir::Bindings::new().with("seq", 4))
+        .unwrap();
+    println!("{report}");
+    assert_eq!(report.kernels, compiled.schedule.launches.len());
+    assert!(report.peak_bytes <= report.arena_bytes && report.bytes_moved > 0);
+}
