@@ -473,6 +473,71 @@ fn matmul_with_bias_activation_residual_is_one_kernel() {
     }
 }
 
+/// An elementwise value read only by one matmul's operand (a rotate-half RoPE before the
+/// scores `q @ k^T`) is recomputed in that matmul's prologue instead of being stored by a
+/// kernel of its own; read by two matmul kernels it stays stored.
+#[test]
+fn elementwise_operand_fuses_as_matmul_prologue() {
+    let mut g = Graph::new();
+    let shape = Shape::new([Dim::from("n"), Dim::from(4)]);
+    let q = g.input("q", DType::F32, shape.clone()).unwrap();
+    let k = g.input("k", DType::F32, shape.clone()).unwrap();
+    let c = g.param("c", DType::F32, Shape::new([4])).unwrap();
+    let rope = |g: &mut Graph, x| {
+        let lo = g.slice(x, 1, Dim::from(0), Dim::from(2), 1).unwrap();
+        let hi = g.slice(x, 1, Dim::from(2), Dim::from(4), 1).unwrap();
+        let nh = g.neg(hi).unwrap();
+        let rot = g.concat(&[nh, lo], 1).unwrap();
+        let a = g.mul(x, c).unwrap();
+        let s = g.sin(c).unwrap();
+        let b = g.mul(rot, s).unwrap();
+        g.add(a, b).unwrap()
+    };
+    let (qr, kr) = (rope(&mut g, q), rope(&mut g, k));
+    let scores = g.matmul_t(qr, kr, false, true).unwrap();
+    g.set_output("s", scores).unwrap();
+    let mut rng = Rng(17);
+    let ct = t(vec![4], rng.f32s(4));
+    for n in SIZES {
+        let s = check(
+            &g,
+            &[
+                ('i', "q", t(vec![n, 4], rng.f32s(n * 4))),
+                ('i', "k", t(vec![n, 4], rng.f32s(n * 4))),
+                ('p', "c", ct.clone()),
+            ],
+            &[],
+        );
+        // sin(c) is params-only: a load-time kernel. Per run: the one scores kernel.
+        assert_eq!(s.launches.len(), 1, "{}", dump(&s));
+        assert_eq!(s.kernels[s.launches[0].kernel].kind, KernelKind::MatMul);
+    }
+    // The same scaled input feeding two projections: stored once, read by both.
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, shape).unwrap();
+    let w1 = g.param("w1", DType::F32, Shape::new([3, 4])).unwrap();
+    let w2 = g.param("w2", DType::F32, Shape::new([5, 4])).unwrap();
+    let two = g.scalar(Scalar::Float(2.0), DType::F32).unwrap();
+    let y = g.mul(x, two).unwrap();
+    let a = g.matmul_t(y, w1, false, true).unwrap();
+    let b = g.matmul_t(y, w2, false, true).unwrap();
+    g.set_output("a", a).unwrap();
+    g.set_output("b", b).unwrap();
+    let (w1t, w2t) = (t(vec![3, 4], rng.f32s(12)), t(vec![5, 4], rng.f32s(20)));
+    for n in SIZES {
+        let s = check(
+            &g,
+            &[
+                ('i', "x", t(vec![n, 4], rng.f32s(n * 4))),
+                ('p', "w1", w1t.clone()),
+                ('p', "w2", w2t.clone()),
+            ],
+            &[],
+        );
+        assert_eq!(s.kernels.len(), 3, "{}", dump(&s));
+    }
+}
+
 fn quant_blocks(q: QuantType, rows: usize, k: usize, rng: &mut Rng) -> Tensor {
     let nblocks = rows * k / q.block_size();
     let mut bytes = Vec::new();

@@ -146,8 +146,9 @@ fn kernel_counts(label: &str, graph: &Graph, sched: &Schedule) {
 }
 
 /// Each attention softmax (causal mask, max, exp, sum, normalize; the scores matmul stays a
-/// kernel of its own) and each RMSNorm (sum of squares, scale) is one row kernel, on the
-/// traced graph and on the e-graph-optimized one, and the logits stay bit-identical.
+/// kernel of its own) and each RMSNorm (sum of squares, scale) is one row kernel, RoPE's
+/// rotation is recomputed in the scores matmul's operand prologue, on the traced graph and
+/// on the e-graph-optimized one, and the logits stay bit-identical.
 #[test]
 fn softmax_and_rmsnorm_are_single_kernels() {
     let model = LlamaForCausalLM::new(&tiny());
@@ -189,5 +190,25 @@ fn softmax_and_rmsnorm_are_single_kernels() {
             .filter(|k| k.kind == KernelKind::Reduction)
             .count();
         assert_eq!(reductions, softmax + norms, "{label}");
+        // RoPE's rotate-half (`neg` of the upper half, `mul` by cos/sin, `add`) is the scores
+        // matmul's operand prologue: in exactly one matmul per layer (SiLU's neg comes with an
+        // exp), never in a kernel of its own.
+        let rope_in_scores = sched
+            .kernels
+            .iter()
+            .filter(|k| k.kind == KernelKind::MatMul)
+            .map(|k| k.to_string())
+            .filter(|t| t.contains("neg.") && !t.contains("exp."))
+            .count();
+        assert_eq!(
+            rope_in_scores, layers,
+            "{label}: RoPE fused into the scores matmul"
+        );
+        let rope_alone = sched
+            .kernels
+            .iter()
+            .filter(|k| k.kind == KernelKind::Elementwise && k.to_string().contains("neg."))
+            .count();
+        assert_eq!(rope_alone, 0, "{label}: RoPE standing alone");
     }
 }
