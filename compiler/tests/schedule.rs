@@ -293,6 +293,82 @@ fn softmax_is_one_kernel() {
     insta::assert_snapshot!("softmax_kernel", s.kernels[0].to_string());
 }
 
+/// Softmax as attention computes it: a leading batch axis of extent 1 (a broadcast of the
+/// row max reads it at index 0, the row loop at its variable), the fully-masked-row guard
+/// `where(max == -inf, 0, max)` using the max twice, and the sum guarded the same way.
+#[test]
+fn guarded_softmax_over_a_unit_batch_axis_is_one_kernel() {
+    let mut g = Graph::new();
+    let shape = Shape::new([Dim::from(1), Dim::from("n"), Dim::from(7)]);
+    let x = g.input("x", DType::F32, shape.clone()).unwrap();
+    // Mask the upper triangle (row i keeps keys <= i - 1, so row 0 is fully masked).
+    let rows = Shape::new([Dim::from("n"), Dim::from(7)]);
+    let i = g.iota(0, DType::I64, rows.clone()).unwrap();
+    let j = g.iota(1, DType::I64, rows).unwrap();
+    let one = g.scalar(Scalar::Int(1), DType::I64).unwrap();
+    let i1 = g.sub(i, one).unwrap();
+    let keep = g.le(j, i1).unwrap();
+    let ninf = g
+        .scalar(Scalar::Float(f64::NEG_INFINITY), DType::F32)
+        .unwrap();
+    let xm = g.where_(keep, x, ninf).unwrap();
+    let m = g.max(xm, &[2], true).unwrap();
+    let is_ninf = g.binary(BinaryOp::Eq, m, ninf).unwrap();
+    let zero = g.scalar(Scalar::Float(0.0), DType::F32).unwrap();
+    let m = g.where_(is_ninf, zero, m).unwrap();
+    let mx = g.expand(m, shape.clone()).unwrap();
+    let d = g.sub(xm, mx).unwrap();
+    let e = g.exp(d).unwrap();
+    let s = g.sum(e, &[2], true).unwrap();
+    let is_zero = g.binary(BinaryOp::Eq, s, zero).unwrap();
+    let onef = g.scalar(Scalar::Float(1.0), DType::F32).unwrap();
+    let s = g.where_(is_zero, onef, s).unwrap();
+    let sx = g.expand(s, shape).unwrap();
+    let y = g.div(e, sx).unwrap();
+    g.set_output("y", y).unwrap();
+    for n in SIZES {
+        let mut rng = Rng(13);
+        let s = check(&g, &[('i', "x", t(vec![1, n, 7], rng.f32s(n * 7)))], &[]);
+        assert_eq!(s.kernels.len(), 1, "{}", dump(&s));
+        assert_eq!(s.kernels[0].kind, KernelKind::Reduction);
+        assert_eq!(s.kernels[0].to_string().matches("declare acc").count(), 2);
+    }
+}
+
+/// RMSNorm over `[1, n, d]` with the mean of squares broadcast back by an explicit expand.
+#[test]
+fn rms_norm_with_an_expanded_row_value_is_one_kernel() {
+    let mut g = Graph::new();
+    let shape = Shape::new([Dim::from(1), Dim::from("n"), Dim::from(8)]);
+    let x = g.input("x", DType::F32, shape.clone()).unwrap();
+    let w = g.param("w", DType::F32, Shape::new([8])).unwrap();
+    let sq = g.mul(x, x).unwrap();
+    let s = g.sum(sq, &[2], true).unwrap();
+    let inv = g.scalar(Scalar::Float(0.125), DType::F32).unwrap();
+    let mean = g.mul(s, inv).unwrap();
+    let eps = g.scalar(Scalar::Float(1e-5), DType::F32).unwrap();
+    let me = g.add(mean, eps).unwrap();
+    let r = g.rsqrt(me).unwrap();
+    let rx = g.expand(r, shape).unwrap();
+    let y = g.mul(x, rx).unwrap();
+    let y = g.mul(y, w).unwrap();
+    g.set_output("y", y).unwrap();
+    let mut rng = Rng(21);
+    let wt = t(vec![8], rng.f32s(8));
+    for n in SIZES {
+        let s = check(
+            &g,
+            &[
+                ('i', "x", t(vec![1, n, 8], rng.f32s(n * 8))),
+                ('p', "w", wt.clone()),
+            ],
+            &[],
+        );
+        assert_eq!(s.kernels.len(), 1, "{}", dump(&s));
+        assert_eq!(s.kernels[0].kind, KernelKind::Reduction);
+    }
+}
+
 #[test]
 fn rms_norm_and_layer_norm_are_one_kernel() {
     let mut g = Graph::new();
@@ -394,6 +470,71 @@ fn matmul_with_bias_activation_residual_is_one_kernel() {
         if n == 3 {
             insta::assert_snapshot!("matmul_epilogue_kernel", s.kernels[0].to_string());
         }
+    }
+}
+
+/// An elementwise value read only by one matmul's operand (a rotate-half RoPE before the
+/// scores `q @ k^T`) is recomputed in that matmul's prologue instead of being stored by a
+/// kernel of its own; read by two matmul kernels it stays stored.
+#[test]
+fn elementwise_operand_fuses_as_matmul_prologue() {
+    let mut g = Graph::new();
+    let shape = Shape::new([Dim::from("n"), Dim::from(4)]);
+    let q = g.input("q", DType::F32, shape.clone()).unwrap();
+    let k = g.input("k", DType::F32, shape.clone()).unwrap();
+    let c = g.param("c", DType::F32, Shape::new([4])).unwrap();
+    let rope = |g: &mut Graph, x| {
+        let lo = g.slice(x, 1, Dim::from(0), Dim::from(2), 1).unwrap();
+        let hi = g.slice(x, 1, Dim::from(2), Dim::from(4), 1).unwrap();
+        let nh = g.neg(hi).unwrap();
+        let rot = g.concat(&[nh, lo], 1).unwrap();
+        let a = g.mul(x, c).unwrap();
+        let s = g.sin(c).unwrap();
+        let b = g.mul(rot, s).unwrap();
+        g.add(a, b).unwrap()
+    };
+    let (qr, kr) = (rope(&mut g, q), rope(&mut g, k));
+    let scores = g.matmul_t(qr, kr, false, true).unwrap();
+    g.set_output("s", scores).unwrap();
+    let mut rng = Rng(17);
+    let ct = t(vec![4], rng.f32s(4));
+    for n in SIZES {
+        let s = check(
+            &g,
+            &[
+                ('i', "q", t(vec![n, 4], rng.f32s(n * 4))),
+                ('i', "k", t(vec![n, 4], rng.f32s(n * 4))),
+                ('p', "c", ct.clone()),
+            ],
+            &[],
+        );
+        // sin(c) is params-only: a load-time kernel. Per run: the one scores kernel.
+        assert_eq!(s.launches.len(), 1, "{}", dump(&s));
+        assert_eq!(s.kernels[s.launches[0].kernel].kind, KernelKind::MatMul);
+    }
+    // The same scaled input feeding two projections: stored once, read by both.
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, shape).unwrap();
+    let w1 = g.param("w1", DType::F32, Shape::new([3, 4])).unwrap();
+    let w2 = g.param("w2", DType::F32, Shape::new([5, 4])).unwrap();
+    let two = g.scalar(Scalar::Float(2.0), DType::F32).unwrap();
+    let y = g.mul(x, two).unwrap();
+    let a = g.matmul_t(y, w1, false, true).unwrap();
+    let b = g.matmul_t(y, w2, false, true).unwrap();
+    g.set_output("a", a).unwrap();
+    g.set_output("b", b).unwrap();
+    let (w1t, w2t) = (t(vec![3, 4], rng.f32s(12)), t(vec![5, 4], rng.f32s(20)));
+    for n in SIZES {
+        let s = check(
+            &g,
+            &[
+                ('i', "x", t(vec![n, 4], rng.f32s(n * 4))),
+                ('p', "w1", w1t.clone()),
+                ('p', "w2", w2t.clone()),
+            ],
+            &[],
+        );
+        assert_eq!(s.kernels.len(), 3, "{}", dump(&s));
     }
 }
 

@@ -5,26 +5,25 @@
 mod common;
 
 use common::{tiny, traced, weights};
-use kiln_compiler::loop_ir::KernelKind;
-use kiln_compiler::schedule::{run as run_schedule, schedule, Feeds};
+use kiln_compiler::egraph::{optimize, OptimizeOptions};
+use kiln_compiler::loop_ir::{Kernel, KernelKind};
+use kiln_compiler::schedule::{run as run_schedule, schedule, Feeds, Schedule};
 use kiln_ir::interp::{run, Env};
-use kiln_ir::{Op, Tensor};
+use kiln_ir::{Graph, Op, Tensor};
 use kiln_models::llama::LlamaForCausalLM;
 
-#[test]
-fn scheduled_llama_matches_the_interpreter_bit_for_bit() {
-    let model = LlamaForCausalLM::new(&tiny());
-    let graph = traced(&model);
-    let sched = schedule(&graph).expect("schedule");
+/// Runs `graph` on the interpreter and `sched` on the loop-IR evaluator; the logits must be
+/// bit-identical.
+fn assert_logits_bit_identical(model: &LlamaForCausalLM, graph: &Graph, sched: &Schedule) {
     let ids = Tensor::from_vec(vec![1, 5], vec![3i64, 17, 0, 60, 42]).unwrap();
     let mut env = Env::new().input("ids", ids.clone());
     let mut feeds = Feeds::new().input("ids", ids);
-    for (name, t) in weights(&model) {
+    for (name, t) in weights(model) {
         env.set_param(&name, t.clone());
         feeds = feeds.param(&name, t);
     }
-    let want = run(&graph, &env).expect("interpreter");
-    let (outputs, _) = run_schedule(&sched, &feeds).expect("scheduled run");
+    let want = run(graph, &env).expect("interpreter");
+    let (outputs, _) = run_schedule(sched, &feeds).expect("scheduled run");
     let got = outputs
         .iter()
         .find(|(n, _)| n == "logits")
@@ -37,6 +36,14 @@ fn scheduled_llama_matches_the_interpreter_bit_for_bit() {
         want.as_slice::<f32>().unwrap(),
         "scheduled logits differ from the interpreter's"
     );
+}
+
+#[test]
+fn scheduled_llama_matches_the_interpreter_bit_for_bit() {
+    let model = LlamaForCausalLM::new(&tiny());
+    let graph = traced(&model);
+    let sched = schedule(&graph).expect("schedule");
+    assert_logits_bit_identical(&model, &graph, &sched);
 }
 
 #[test]
@@ -81,8 +88,127 @@ fn gated_mlp_activation_is_fused_into_its_matmuls() {
 #[ignore = "prints the kernels; run with --ignored --nocapture"]
 fn print_kernels() {
     let model = LlamaForCausalLM::new(&tiny());
-    let sched = schedule(&traced(&model)).expect("schedule");
+    let graph = traced(&model);
+    let graph = if std::env::var_os("KILN_OPTIMIZE").is_some() {
+        optimize(&graph, &OptimizeOptions::default())
+            .expect("optimize")
+            .graph
+    } else {
+        graph
+    };
+    let sched = schedule(&graph).expect("schedule");
     for k in &sched.kernels {
         println!("{k}");
+    }
+}
+
+/// Reduction kernels with a max phase and a sum phase: softmax.
+fn is_softmax(k: &Kernel) -> bool {
+    let text = k.to_string();
+    k.kind == KernelKind::Reduction
+        && text.contains("= max.")
+        && text.contains("exp.")
+        && text.matches("declare acc").count() == 2
+}
+
+/// Reduction kernels with one sum phase and an `rsqrt` epilogue: RMSNorm.
+fn is_rms_norm(k: &Kernel) -> bool {
+    let text = k.to_string();
+    k.kind == KernelKind::Reduction
+        && text.contains("rsqrt.")
+        && text.matches("declare acc").count() == 1
+}
+
+fn kernel_counts(label: &str, graph: &Graph, sched: &Schedule) {
+    let count = |kind: KernelKind| sched.kernels.iter().filter(|k| k.kind == kind).count();
+    let names: Vec<String> = sched
+        .kernels
+        .iter()
+        .map(|k| {
+            k.name
+                .split_once('_')
+                .map_or(k.name.clone(), |(_, n)| n.to_string())
+        })
+        .collect();
+    println!(
+        "{label}: {} nodes -> {} kernels ({} matmul, {} reduction, {} elementwise, {} scatter; \
+         {} softmax, {} rmsnorm): {}",
+        graph.nodes().len(),
+        sched.kernels.len(),
+        count(KernelKind::MatMul),
+        count(KernelKind::Reduction),
+        count(KernelKind::Elementwise),
+        count(KernelKind::Scatter),
+        sched.kernels.iter().filter(|k| is_softmax(k)).count(),
+        sched.kernels.iter().filter(|k| is_rms_norm(k)).count(),
+        names.join(" "),
+    );
+}
+
+/// Each attention softmax (causal mask, max, exp, sum, normalize; the scores matmul stays a
+/// kernel of its own) and each RMSNorm (sum of squares, scale) is one row kernel, RoPE's
+/// rotation is recomputed in the scores matmul's operand prologue, on the traced graph and
+/// on the e-graph-optimized one, and the logits stay bit-identical.
+#[test]
+fn softmax_and_rmsnorm_are_single_kernels() {
+    let model = LlamaForCausalLM::new(&tiny());
+    let layers = tiny().num_hidden_layers;
+    let traced = traced(&model);
+    let optimized = optimize(&traced, &OptimizeOptions::default())
+        .expect("optimize")
+        .graph;
+    for (label, graph) in [("traced", &traced), ("optimized", &optimized)] {
+        let sched = schedule(graph).expect("schedule");
+        kernel_counts(label, graph, &sched);
+        assert_logits_bit_identical(&model, graph, &sched);
+        let softmax = sched.kernels.iter().filter(|k| is_softmax(k)).count();
+        assert_eq!(softmax, layers, "{label}: one softmax kernel per layer");
+        // Every exp over the key axis lives in a softmax kernel: none left standing alone.
+        let stray_exp = sched
+            .kernels
+            .iter()
+            .filter(|k| k.to_string().contains("exp.") && k.kind != KernelKind::MatMul)
+            .filter(|k| !is_softmax(k))
+            .count();
+        assert_eq!(stray_exp, 0, "{label}: exp outside a softmax kernel");
+        let norms = sched.kernels.iter().filter(|k| is_rms_norm(k)).count();
+        assert_eq!(norms, 2 * layers + 1, "{label}: one kernel per RMSNorm");
+        let rsqrt = sched
+            .kernels
+            .iter()
+            .filter(|k| k.to_string().contains("rsqrt."))
+            .count();
+        assert_eq!(
+            rsqrt,
+            2 * layers + 1,
+            "{label}: rsqrt only in RMSNorm kernels"
+        );
+        // The reduction kernels are exactly the softmaxes and the norms.
+        let reductions = sched
+            .kernels
+            .iter()
+            .filter(|k| k.kind == KernelKind::Reduction)
+            .count();
+        assert_eq!(reductions, softmax + norms, "{label}");
+        // RoPE's rotate-half (`neg` of the upper half, `mul` by cos/sin, `add`) is the scores
+        // matmul's operand prologue: in exactly one matmul per layer (SiLU's neg comes with an
+        // exp), never in a kernel of its own.
+        let rope_in_scores = sched
+            .kernels
+            .iter()
+            .filter(|k| k.kind == KernelKind::MatMul)
+            .map(|k| k.to_string())
+            .filter(|t| t.contains("neg.") && !t.contains("exp."))
+            .count();
+        assert_eq!(
+            rope_in_scores, layers,
+            "{label}: RoPE fused into the scores matmul"
+        );
+        let rope_alone = sched
+            .kernels
+            .iter()
+            .filter(|k| k.kind == KernelKind::Elementwise && k.to_string().contains("neg."))
+            .count();
+        assert_eq!(rope_alone, 0, "{label}: RoPE standing alone");
     }
 }

@@ -30,6 +30,7 @@ pub(crate) struct Lowering<'a> {
     counter: usize,
     params: Vec<BufferParam>,
     row: Vec<Dim>,
+    row_shape: Vec<Dim>,
     done: HashMap<NodeId, Expr>,
     uses: Vec<usize>,
     prelude: Vec<Stmt>,
@@ -140,6 +141,7 @@ impl<'a> Lowering<'a> {
             counter: 0,
             params: Vec::new(),
             row: Vec::new(),
+            row_shape: Vec::new(),
             done: HashMap::new(),
             uses,
             prelude: Vec::new(),
@@ -300,6 +302,7 @@ impl<'a> Lowering<'a> {
         }
         let row_vars: Vec<String> = (0..row_shape.len()).map(|i| format!("r{i}")).collect();
         self.row = syms(&row_vars);
+        self.row_shape = row_shape.clone();
         let mut body = Vec::new();
         for &r in &reds {
             let phase = self.phase(r)?;
@@ -748,6 +751,18 @@ impl<'a> Lowering<'a> {
         })
     }
 
+    /// Whether `idx` is the current row index. An axis of extent 1 only has index 0, so any
+    /// index there matches (a broadcast reads such an axis at the constant 0, the row loop
+    /// at its variable).
+    fn at_row(&self, idx: &[Dim]) -> bool {
+        idx.len() == self.row.len()
+            && idx
+                .iter()
+                .zip(&self.row)
+                .zip(&self.row_shape)
+                .all(|((i, r), e)| i == r || *e == 1)
+    }
+
     /// The scalar value of node `n` at index `idx`.
     fn expr(&mut self, n: NodeId, idx: &[Dim]) -> R<Expr> {
         let role = self.roles[n.index()];
@@ -844,12 +859,12 @@ impl<'a> Lowering<'a> {
                     idx.to_vec()
                 };
                 match self.done.get(&n) {
-                    Some(e) if ri == self.row => e.clone(),
+                    Some(e) if self.at_row(&ri) => e.clone(),
                     _ => return Err(Fail::Need(n)),
                 }
             }
             Op::MatMul { .. } => match self.done.get(&n) {
-                Some(e) if idx == self.row.as_slice() => e.clone(),
+                Some(e) if self.at_row(idx) => e.clone(),
                 _ => return Err(Fail::Need(n)),
             },
             Op::Reshape { .. } => {

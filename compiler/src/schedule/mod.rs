@@ -14,10 +14,16 @@
 //! its consumers lie in more than one kernel; it feeds a matmul operand and is not a cast
 //! (only views and casts — dequantization, f16 -> f32 — fuse as a matmul prologue, because a
 //! prologue is recomputed for every output column); or it is the params-only boundary
-//! described below. The rest is found while lowering: a reduction (or matmul) that a kernel
+//! described below. One exception to the matmul-operand rule: once a schedule is found, a
+//! root stored by a plain elementwise kernel only because it feeds a matmul operand, read by
+//! that one kernel, computed at run time and cheap (at most 16 compute nodes per element)
+//! is inlined into the matmul as a prologue and the partition redone; the result is kept
+//! when it has fewer kernels (RoPE's rotation becomes part of the attention scores matmul). The rest is found while lowering: a reduction (or matmul) that a kernel
 //! would need at something other than its row index (e.g. a reduction feeding a matmul
 //! operand, or two reductions with different rows) is made a root and the partition is
-//! redone; this always terminates since each retry adds one root.
+//! redone; this always terminates since each retry adds one root. Axes of extent 1 do not
+//! count: a broadcast of a keepdim reduction reads them at 0, the row loop at its variable,
+//! and both are the same row.
 //!
 //! # What fuses
 //!
@@ -198,8 +204,9 @@ fn free_chain(g: &Graph, id: NodeId) -> bool {
     }
 }
 
-/// Assigns roles, with `forced` nodes made roots.
-fn partition(g: &Graph, forced: &BTreeSet<NodeId>) -> Vec<Role> {
+/// Assigns roles, with `forced` nodes made roots and `prologue` nodes (see
+/// [`prologue_candidates`]) inlined into the matmul operands they feed.
+fn partition(g: &Graph, forced: &BTreeSet<NodeId>, prologue: &BTreeSet<NodeId>) -> Vec<Role> {
     let nodes = g.nodes();
     let n = nodes.len();
     let roots: BTreeSet<NodeId> = g
@@ -262,7 +269,7 @@ fn partition(g: &Graph, forced: &BTreeSet<NodeId>) -> Vec<Role> {
             Role::Inline
         } else if forced.contains(&id)
             || own.len() > 1
-            || (feeds_mm && !matches!(node.op, Op::Cast { .. }))
+            || (feeds_mm && !matches!(node.op, Op::Cast { .. }) && !prologue.contains(&id))
         {
             Role::Root
         } else {
@@ -282,8 +289,39 @@ fn partition(g: &Graph, forced: &BTreeSet<NodeId>) -> Vec<Role> {
 /// Schedules `graph`: partitions it into kernels and lowers them (see the module docs).
 pub fn schedule(graph: &Graph) -> Result<Schedule, ScheduleError> {
     let mut forced = BTreeSet::new();
+    let mut prologue = BTreeSet::new();
+    let mut best = settle(graph, &mut forced, &prologue)?;
+    // Elementwise kernels that only feed matmul operands become those matmuls' prologues.
     loop {
-        let roles = partition(graph, &forced);
+        let fresh: Vec<NodeId> = prologue_candidates(graph, &forced, &prologue, &best)
+            .into_iter()
+            .filter(|n| !prologue.contains(n))
+            .collect();
+        if fresh.is_empty() {
+            return Ok(best);
+        }
+        let mut try_prologue = prologue.clone();
+        try_prologue.extend(fresh);
+        let mut try_forced = forced.clone();
+        match settle(graph, &mut try_forced, &try_prologue) {
+            Ok(s) if s.kernels.len() < best.kernels.len() => {
+                best = s;
+                forced = try_forced;
+                prologue = try_prologue;
+            }
+            _ => return Ok(best),
+        }
+    }
+}
+
+/// Partitions and lowers until no lowering asks for another root.
+fn settle(
+    graph: &Graph,
+    forced: &mut BTreeSet<NodeId>,
+    prologue: &BTreeSet<NodeId>,
+) -> Result<Schedule, ScheduleError> {
+    loop {
+        let roles = partition(graph, forced, prologue);
         match build(graph, &roles)? {
             Ok(s) => return Ok(s),
             Err(lower::Need(node)) => {
@@ -299,6 +337,128 @@ pub fn schedule(graph: &Graph) -> Result<Schedule, ScheduleError> {
             }
         }
     }
+}
+
+/// The most compute nodes an elementwise prologue may recompute per multiply-add.
+const PROLOGUE_OPS: usize = 16;
+
+/// Roots of `s` stored by a plain elementwise kernel only because they feed a matmul operand:
+/// computed at run time, neither output nor forced, used by one kernel only, and cheap (at
+/// most [`PROLOGUE_OPS`] compute nodes inline in their kernel). Such a value is recomputed
+/// inside the matmul that reads it (RoPE before the attention scores, a scale before a
+/// projection) instead of making a round trip through memory.
+fn prologue_candidates(
+    g: &Graph,
+    forced: &BTreeSet<NodeId>,
+    prologue: &BTreeSet<NodeId>,
+    s: &Schedule,
+) -> Vec<NodeId> {
+    let roles = partition(g, forced, prologue);
+    let po = params_only(g);
+    let outputs: BTreeSet<NodeId> = g
+        .outputs()
+        .iter()
+        .chain(g.state_updates())
+        .map(|(_, id)| *id)
+        .collect();
+    // Which kernel reads each root (through inline nodes).
+    let mut readers: Vec<BTreeSet<NodeId>> = vec![BTreeSet::new(); g.nodes().len()];
+    for (i, n) in g.nodes().iter().enumerate().rev() {
+        if roles[i] == Role::Dead || roles[i] == Role::Source {
+            continue;
+        }
+        let me: BTreeSet<NodeId> = if roles[i] == Role::Root {
+            BTreeSet::from([NodeId(i as u32)])
+        } else {
+            readers[i].clone()
+        };
+        for p in &n.inputs {
+            readers[p.index()].extend(me.iter().copied());
+        }
+    }
+    let mut out = Vec::new();
+    for k in &s.kernels {
+        if k.kind != crate::loop_ir::KernelKind::Elementwise {
+            continue;
+        }
+        let Some(root) = s
+            .buffers
+            .iter()
+            .find(|b| {
+                k.params
+                    .iter()
+                    .any(|p| p.id == b.id && p.role == crate::loop_ir::BufferRole::Output)
+            })
+            .and_then(|b| b.node)
+        else {
+            continue;
+        };
+        let i = root.index();
+        if roles[i] != Role::Root
+            || outputs.contains(&root)
+            || forced.contains(&root)
+            || po[i]
+            || is_view_like(&g.node(root).op)
+            || readers[i].len() != 1
+        {
+            continue;
+        }
+        let reader = *readers[i].iter().next().expect("one reader");
+        if !matches!(g.node(reader).op, Op::MatMul { .. })
+            && !reads_through_matmul(g, &roles, reader, root)
+        {
+            continue;
+        }
+        if inline_ops(g, &roles, root) <= PROLOGUE_OPS {
+            out.push(root);
+        }
+    }
+    out
+}
+
+/// Whether the kernel of `reader` reaches `root` through an inline matmul's operand.
+fn reads_through_matmul(g: &Graph, roles: &[Role], reader: NodeId, root: NodeId) -> bool {
+    let mut stack = vec![(reader, false)];
+    let mut seen = BTreeSet::new();
+    while let Some((n, via)) = stack.pop() {
+        if !seen.insert((n, via)) {
+            continue;
+        }
+        let nd = g.node(n);
+        let via = via || matches!(nd.op, Op::MatMul { .. });
+        for &p in &nd.inputs {
+            if p == root {
+                if via {
+                    return true;
+                }
+            } else if roles[p.index()] == Role::Inline {
+                stack.push((p, via));
+            }
+        }
+    }
+    false
+}
+
+/// Compute nodes (not views nor fills) evaluated inline for one element of `root`.
+fn inline_ops(g: &Graph, roles: &[Role], root: NodeId) -> usize {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![root];
+    let mut count = 0;
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n) {
+            continue;
+        }
+        let nd = g.node(n);
+        if !is_view_like(&nd.op) && !is_fill(&nd.op) {
+            count += 1;
+        }
+        for &p in &nd.inputs {
+            if roles[p.index()] == Role::Inline {
+                stack.push(p);
+            }
+        }
+    }
+    count
 }
 
 type Built = Result<Schedule, lower::Need>;
