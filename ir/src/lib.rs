@@ -19,6 +19,7 @@ pub mod error;
 pub mod graph;
 mod infer;
 pub mod interp;
+pub mod numerics;
 pub mod op;
 pub mod quant;
 pub mod shape;

@@ -361,63 +361,12 @@ impl Evaluator<'_> {
     }
 }
 
-// ---- numerics, mirroring `kiln_ir::interp` (see its module docs) ----
+// ---- numerics: the interpreter's own (`kiln_ir::numerics`), so results agree bit for bit ----
 
-fn pow2(k: i32) -> f64 {
-    f64::from_bits(((k + 1023) as u64) << 52)
-}
-
-fn round_to_format(v: f64, p: i32, emin: i32, emax: i32) -> f64 {
-    if !v.is_finite() || v == 0.0 {
-        return v;
-    }
-    let a = v.abs();
-    let biased = ((a.to_bits() >> 52) & 0x7ff) as i32;
-    let e = (biased - 1023).max(emin);
-    let s = e - (p - 1);
-    let r = (a * pow2(-s)).round_ties_even() * pow2(s);
-    let r = if r >= pow2(emax + 1) {
-        f64::INFINITY
-    } else {
-        r
-    };
-    r.copysign(v)
-}
-
-/// Rounds an f64 to the float dtype `d` (one correct rounding, ties to even).
-pub fn round_float(d: DType, v: f64) -> f64 {
-    match d {
-        DType::F32 => f64::from(v as f32),
-        DType::F16 => round_to_format(v, 11, -14, 15),
-        DType::BF16 => round_to_format(v, 8, -126, 127),
-        _ => v,
-    }
-}
-
-fn int_to_float(d: DType, v: i64) -> f64 {
-    match d {
-        DType::F32 => f64::from(v as f32),
-        DType::F64 => v as f64,
-        _ => round_float(d, v as f64),
-    }
-}
-
-fn wrap_int(d: DType, v: i64) -> i64 {
-    match d {
-        DType::I8 => i64::from(v as i8),
-        DType::I16 => i64::from(v as i16),
-        DType::I32 => i64::from(v as i32),
-        DType::U8 => i64::from(v as u8),
-        DType::U32 => i64::from(v as u32),
-        _ => v,
-    }
-}
-
-fn float_to_int(d: DType, v: f64) -> i64 {
-    let t = v as i64;
-    let (lo, hi) = d.int_range().unwrap_or((i64::MIN, i64::MAX));
-    t.clamp(lo, hi)
-}
+use kiln_ir::numerics::{
+    binary_float, binary_int, compare, float_to_int, int_to_float, round_float, unary_float,
+    wrap_int,
+};
 
 fn cast(to: DType, x: Val) -> Val {
     match x {
@@ -435,37 +384,8 @@ fn cast(to: DType, x: Val) -> Val {
 
 fn unary(u: UnaryOp, d: DType, x: Val) -> Option<Val> {
     Some(match x {
-        Val::F(x) => Val::F(round_float(
-            d,
-            match u {
-                UnaryOp::Neg => -x,
-                UnaryOp::Abs => x.abs(),
-                UnaryOp::Exp => x.exp(),
-                UnaryOp::Log => x.ln(),
-                UnaryOp::Sqrt => x.sqrt(),
-                UnaryOp::Rsqrt => 1.0 / x.sqrt(),
-                UnaryOp::Recip => 1.0 / x,
-                UnaryOp::Sin => x.sin(),
-                UnaryOp::Cos => x.cos(),
-                UnaryOp::Tanh => x.tanh(),
-                UnaryOp::Erf => libm_erf(x),
-                UnaryOp::Floor => x.floor(),
-                UnaryOp::Ceil => x.ceil(),
-                UnaryOp::Round => x.round_ties_even(),
-                UnaryOp::Sign => {
-                    if x.is_nan() {
-                        x
-                    } else if x > 0.0 {
-                        1.0
-                    } else if x < 0.0 {
-                        -1.0
-                    } else {
-                        0.0
-                    }
-                }
-                UnaryOp::Not => return None,
-            },
-        )),
+        Val::F(_) if u == UnaryOp::Not => return None,
+        Val::F(x) => Val::F(round_float(d, unary_float(u, x))),
         Val::I(x) => Val::I(wrap_int(
             d,
             match u {
@@ -481,93 +401,15 @@ fn unary(u: UnaryOp, d: DType, x: Val) -> Option<Val> {
     })
 }
 
-fn libm_erf(x: f64) -> f64 {
-    libm::erf(x)
-}
-
-fn floor_div(a: i64, b: i64) -> i64 {
-    if b == 0 {
-        return 0;
-    }
-    let q = a.wrapping_div(b);
-    if a.wrapping_rem(b) != 0 && ((a < 0) != (b < 0)) {
-        q.wrapping_sub(1)
-    } else {
-        q
-    }
-}
-
-fn floor_mod(a: i64, b: i64) -> i64 {
-    if b == 0 {
-        return 0;
-    }
-    let r = a.wrapping_rem(b);
-    if r != 0 && ((r < 0) != (b < 0)) {
-        r.wrapping_add(b)
-    } else {
-        r
-    }
-}
-
-fn compare<T: PartialOrd>(b: BinaryOp, x: T, y: T) -> bool {
-    match b {
-        BinaryOp::Eq => x == y,
-        BinaryOp::Ne => x != y,
-        BinaryOp::Lt => x < y,
-        BinaryOp::Le => x <= y,
-        BinaryOp::Gt => x > y,
-        _ => x >= y,
-    }
-}
-
 fn binary(op: BinaryOp, d: DType, a: Val, b: Val) -> Option<Val> {
     Some(match (a, b) {
         (Val::F(x), Val::F(y)) if op.is_comparison() => Val::B(compare(op, x, y)),
         (Val::I(x), Val::I(y)) if op.is_comparison() => Val::B(compare(op, x, y)),
         (Val::B(x), Val::B(y)) if op.is_comparison() => Val::B(compare(op, x, y)),
-        (Val::F(x), Val::F(y)) => Val::F(round_float(
-            d,
-            match op {
-                BinaryOp::Add => x + y,
-                BinaryOp::Sub => x - y,
-                BinaryOp::Mul => x * y,
-                BinaryOp::Div => x / y,
-                BinaryOp::Pow => x.powf(y),
-                BinaryOp::Max | BinaryOp::Min if x.is_nan() || y.is_nan() => f64::NAN,
-                BinaryOp::Max => {
-                    if x >= y {
-                        x
-                    } else {
-                        y
-                    }
-                }
-                BinaryOp::Min => {
-                    if x <= y {
-                        x
-                    } else {
-                        y
-                    }
-                }
-                BinaryOp::Mod => x - (x / y).floor() * y,
-                _ => return None,
-            },
-        )),
-        (Val::I(x), Val::I(y)) => Val::I(wrap_int(
-            d,
-            match op {
-                BinaryOp::Add => x.wrapping_add(y),
-                BinaryOp::Sub => x.wrapping_sub(y),
-                BinaryOp::Mul => x.wrapping_mul(y),
-                BinaryOp::Div => floor_div(x, y),
-                BinaryOp::Mod => floor_mod(x, y),
-                BinaryOp::Max => x.max(y),
-                BinaryOp::Min => x.min(y),
-                BinaryOp::And => x & y,
-                BinaryOp::Or => x | y,
-                BinaryOp::Xor => x ^ y,
-                _ => return None,
-            },
-        )),
+        (Val::F(_), Val::F(_)) if op.is_logical() => return None,
+        (Val::F(x), Val::F(y)) => Val::F(round_float(d, binary_float(op, x, y))),
+        (Val::I(_), Val::I(_)) if op == BinaryOp::Pow => return None,
+        (Val::I(x), Val::I(y)) => Val::I(wrap_int(d, binary_int(op, x, y))),
         (Val::B(x), Val::B(y)) => Val::B(match op {
             BinaryOp::And => x & y,
             BinaryOp::Or => x | y,

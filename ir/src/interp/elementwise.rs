@@ -1,45 +1,14 @@
 //! Elementwise ops (unary, binary, where, cast) and the fill-like sources (full, iota).
 
 use super::error::Ctx;
-use super::value::{for_each_index, int_to_float, prod, round_float, wrap_int, Data, Value};
+use super::value::{for_each_index, prod, Data, Value};
 use super::EvalError;
 use crate::dtype::{DType, Scalar};
+use crate::numerics::{
+    binary_float, binary_int, compare, float_to_int, int_to_float, round_float, unary_float,
+    wrap_int,
+};
 use crate::op::{BinaryOp, UnaryOp};
-
-/// One float function of [`UnaryOp`], in f64 (rounding happens after).
-fn unary_float(u: UnaryOp, x: f64) -> f64 {
-    match u {
-        UnaryOp::Neg => -x,
-        UnaryOp::Abs => x.abs(),
-        UnaryOp::Exp => x.exp(),
-        UnaryOp::Log => x.ln(),
-        UnaryOp::Sqrt => x.sqrt(),
-        UnaryOp::Rsqrt => 1.0 / x.sqrt(),
-        UnaryOp::Recip => 1.0 / x,
-        UnaryOp::Sin => x.sin(),
-        UnaryOp::Cos => x.cos(),
-        UnaryOp::Tanh => x.tanh(),
-        UnaryOp::Erf => libm::erf(x),
-        UnaryOp::Floor => x.floor(),
-        UnaryOp::Ceil => x.ceil(),
-        UnaryOp::Round => x.round_ties_even(),
-        UnaryOp::Sign => sign_float(x),
-        // Rejected for floats by type inference.
-        UnaryOp::Not => f64::NAN,
-    }
-}
-
-fn sign_float(x: f64) -> f64 {
-    if x.is_nan() {
-        x
-    } else if x > 0.0 {
-        1.0
-    } else if x < 0.0 {
-        -1.0
-    } else {
-        0.0
-    }
-}
 
 /// An elementwise unary op.
 pub(crate) fn unary(ctx: &Ctx, u: UnaryOp, x: &Value) -> Result<Value, EvalError> {
@@ -68,88 +37,6 @@ pub(crate) fn unary(ctx: &Ctx, u: UnaryOp, x: &Value) -> Result<Value, EvalError
         shape: x.shape.clone(),
         data,
     })
-}
-
-/// Floor division; `x / 0 == 0`; `MIN / -1` wraps to `MIN`.
-pub(crate) fn floor_div(a: i64, b: i64) -> i64 {
-    if b == 0 {
-        return 0;
-    }
-    let q = a.wrapping_div(b);
-    if a.wrapping_rem(b) != 0 && ((a < 0) != (b < 0)) {
-        q.wrapping_sub(1)
-    } else {
-        q
-    }
-}
-
-/// Floor modulo with the sign of the divisor; `x % 0 == 0`.
-pub(crate) fn floor_mod(a: i64, b: i64) -> i64 {
-    if b == 0 {
-        return 0;
-    }
-    let r = a.wrapping_rem(b);
-    if r != 0 && ((r < 0) != (b < 0)) {
-        r.wrapping_add(b)
-    } else {
-        r
-    }
-}
-
-fn compare<T: PartialOrd>(b: BinaryOp, x: T, y: T) -> bool {
-    match b {
-        BinaryOp::Eq => x == y,
-        BinaryOp::Ne => x != y,
-        BinaryOp::Lt => x < y,
-        BinaryOp::Le => x <= y,
-        BinaryOp::Gt => x > y,
-        _ => x >= y,
-    }
-}
-
-fn binary_float(b: BinaryOp, x: f64, y: f64) -> f64 {
-    match b {
-        BinaryOp::Add => x + y,
-        BinaryOp::Sub => x - y,
-        BinaryOp::Mul => x * y,
-        BinaryOp::Div => x / y,
-        BinaryOp::Pow => x.powf(y),
-        BinaryOp::Max | BinaryOp::Min if x.is_nan() || y.is_nan() => f64::NAN,
-        BinaryOp::Max => {
-            if x >= y {
-                x
-            } else {
-                y
-            }
-        }
-        BinaryOp::Min => {
-            if x <= y {
-                x
-            } else {
-                y
-            }
-        }
-        BinaryOp::Mod => x - (x / y).floor() * y,
-        // Comparisons and logical ops are handled by the caller.
-        _ => f64::NAN,
-    }
-}
-
-fn binary_int(b: BinaryOp, x: i64, y: i64) -> i64 {
-    match b {
-        BinaryOp::Add => x.wrapping_add(y),
-        BinaryOp::Sub => x.wrapping_sub(y),
-        BinaryOp::Mul => x.wrapping_mul(y),
-        BinaryOp::Div => floor_div(x, y),
-        BinaryOp::Mod => floor_mod(x, y),
-        BinaryOp::Max => x.max(y),
-        BinaryOp::Min => x.min(y),
-        BinaryOp::And => x & y,
-        BinaryOp::Or => x | y,
-        BinaryOp::Xor => x ^ y,
-        // Pow and comparisons are handled by the caller.
-        _ => 0,
-    }
 }
 
 /// An elementwise binary op on operands of identical shape and dtype.
@@ -226,14 +113,6 @@ pub(crate) fn where_(ctx: &Ctx, c: &Value, a: &Value, b: &Value) -> Result<Value
         shape: a.shape.clone(),
         data,
     })
-}
-
-/// A float as an integer dtype: truncated toward zero, saturated to the range, NaN to 0.
-pub(crate) fn float_to_int(d: DType, v: f64) -> i64 {
-    // `as` truncates toward zero, saturates at i64's range and maps NaN to 0.
-    let t = v as i64;
-    let (lo, hi) = d.int_range().unwrap_or((i64::MIN, i64::MAX));
-    t.clamp(lo, hi)
 }
 
 /// Elementwise conversion to `to` (block-quantized operands are dequantized first).

@@ -1,8 +1,9 @@
 //! Indexing ops: index_select, gather, scatter, slice_update.
 
 use super::error::Ctx;
-use super::value::{prod, round_float, strides, try_for_each_index, wrap_int, Data, Value};
+use super::value::{prod, strides, try_for_each_index, Data, Value};
 use super::EvalError;
+use crate::numerics::{round_float, wrap_int};
 use crate::op::ScatterReduce;
 
 /// The integer elements of an index operand.

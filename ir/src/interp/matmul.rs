@@ -1,9 +1,10 @@
 //! Batched matrix product.
 
 use super::error::Ctx;
-use super::value::{for_each_index, round_float, strides, wrap_int, Data, Value};
+use super::value::{for_each_index, strides, Data, Value};
 use super::EvalError;
 use crate::dtype::DType;
+use crate::numerics::{round_float, wrap_int};
 
 /// `op(a) @ op(b)` with broadcast batch axes; floats accumulate in f64 and round once to
 /// `out`, integers wrap. Block-quantized operands are dequantized first.

@@ -1,9 +1,10 @@
 //! Reductions: sum, prod, max, min, argmax.
 
 use super::error::Ctx;
-use super::value::{for_each_index, prod, round_float, strides, wrap_int, Data, Value};
+use super::value::{for_each_index, prod, strides, Data, Value};
 use super::EvalError;
 use crate::dtype::DType;
+use crate::numerics::{round_float, wrap_int};
 use crate::op::ReduceOp;
 
 /// Reduces `x` over `axes` (sorted, unique).

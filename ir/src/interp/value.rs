@@ -157,64 +157,6 @@ pub(crate) fn dequantize(
     Ok(v.into_iter().map(f64::from).collect())
 }
 
-/// `2^k` for `-1022 <= k <= 1023`.
-fn pow2(k: i32) -> f64 {
-    f64::from_bits(((k + 1023) as u64) << 52)
-}
-
-/// Rounds `v` to the nearest value of a binary floating-point format with `p` significand
-/// bits (the implicit bit included), smallest normal exponent `emin` and largest exponent
-/// `emax`, ties to even, overflowing to infinity — a single, correct rounding (unlike a trip
-/// through f32, which can round twice).
-fn round_to_format(v: f64, p: i32, emin: i32, emax: i32) -> f64 {
-    if !v.is_finite() || v == 0.0 {
-        return v;
-    }
-    let a = v.abs();
-    let biased = ((a.to_bits() >> 52) & 0x7ff) as i32;
-    // f64 subnormals lie far below every format's emin.
-    let e = (biased - 1023).max(emin);
-    let s = e - (p - 1);
-    let r = (a * pow2(-s)).round_ties_even() * pow2(s);
-    let r = if r >= pow2(emax + 1) {
-        f64::INFINITY
-    } else {
-        r
-    };
-    r.copysign(v)
-}
-
-/// Rounds an f64 to the nearest value of the float dtype `d` (ties to even).
-pub(crate) fn round_float(d: DType, v: f64) -> f64 {
-    match d {
-        DType::F32 => f64::from(v as f32),
-        DType::F16 => round_to_format(v, 11, -14, 15),
-        DType::BF16 => round_to_format(v, 8, -126, 127),
-        _ => v,
-    }
-}
-
-/// An integer as the nearest value of the float dtype `d` (one rounding for f32 and f64).
-pub(crate) fn int_to_float(d: DType, v: i64) -> f64 {
-    match d {
-        DType::F32 => f64::from(v as f32),
-        DType::F64 => v as f64,
-        _ => round_float(d, v as f64),
-    }
-}
-
-/// Wraps an integer to the width of the integer dtype `d` (two's complement).
-pub(crate) fn wrap_int(d: DType, v: i64) -> i64 {
-    match d {
-        DType::I8 => i64::from(v as i8),
-        DType::I16 => i64::from(v as i16),
-        DType::I32 => i64::from(v as i32),
-        DType::U8 => i64::from(v as u8),
-        DType::U32 => i64::from(v as u32),
-        _ => v,
-    }
-}
-
 /// The product of `dims`, saturating. Exact wherever it is used: a shape (or part of one)
 /// either contains a 0, which makes the product 0 whatever the order, or has at most as many
 /// elements as a value that passed the element limit.
@@ -265,28 +207,4 @@ pub(crate) fn try_for_each_index<E>(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rounding_is_single_and_to_even() {
-        // 1 + 2^-8 + 2^-40 is just above the midpoint between bf16 1.0 and 1 + 2^-7.
-        let v = 1.0 + pow2(-8) + pow2(-40);
-        assert_eq!(round_float(DType::BF16, v), 1.0 + pow2(-7));
-        assert_eq!(round_float(DType::BF16, 1.0 + pow2(-8)), 1.0);
-        assert_eq!(round_float(DType::F16, 65504.0), 65504.0);
-        assert_eq!(round_float(DType::F16, 65519.0), 65504.0);
-        assert_eq!(round_float(DType::F16, 65520.0), f64::INFINITY);
-        assert_eq!(round_float(DType::F16, -65520.0), f64::NEG_INFINITY);
-        // Smallest f16 subnormal is 2^-24; half of it rounds to even (zero), a bit more up.
-        assert_eq!(round_float(DType::F16, pow2(-25)), 0.0);
-        assert_eq!(round_float(DType::F16, pow2(-25) * 1.5), pow2(-24));
-        assert!(round_float(DType::F16, -1e-30).is_sign_negative());
-        assert!(round_float(DType::BF16, f64::NAN).is_nan());
-        assert_eq!(wrap_int(DType::I8, 128), -128);
-        assert_eq!(wrap_int(DType::U32, -1), 4294967295);
-    }
 }
