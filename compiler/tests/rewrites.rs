@@ -622,6 +622,112 @@ fn matmul_fold_transpose_a() {
     assert!(!permute_feeds_matmul(&opt.graph));
 }
 
+// ---------------------------------------------------------------- merge
+
+/// `x @ W_i^T` for weights `W_i` of `n_i` rows (`[n_i, 17]` params, `Linear` layout).
+fn linear(g: &mut Graph, x: NodeId, name: &str, rows: i64) -> NodeId {
+    let w = g
+        .param(name, DType::F32, shape(&[rows.into(), 17.into()]))
+        .unwrap();
+    g.matmul_t(x, w, false, true).unwrap()
+}
+
+fn matmuls(g: &Graph) -> usize {
+    count(g, |o| matches!(o, Op::MatMul { .. }))
+}
+
+#[test]
+fn matmul_merge_shared_input() {
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, shape(&[n(), 17.into()])).unwrap();
+    // A second group: `x` with batch dims, the weights shared with the first group.
+    let xb = g
+        .input("xb", DType::F32, shape(&[2.into(), n(), 17.into()]))
+        .unwrap();
+    let q = linear(&mut g, x, "q", 3);
+    let k = linear(&mut g, x, "k", 5);
+    let v = linear(&mut g, x, "v", 7);
+    let wq = g.node(q).inputs[1];
+    let wv = g.node(v).inputs[1];
+    let bq = g.matmul_t(xb, wq, false, true).unwrap();
+    let bv = g.matmul_t(xb, wv, false, true).unwrap();
+    for (name, id) in [("q", q), ("k", k), ("v", v), ("bq", bq), ("bv", bv)] {
+        g.set_output(name, id).unwrap();
+    }
+    let opt = check("matmul-merge-shared-input", &g);
+    assert_eq!(opt.stats.applied("matmul-merge-shared-input"), 5);
+    assert_eq!(matmuls(&g), 5);
+    assert_eq!(matmuls(&opt.graph), 2, "{}", opt.graph);
+    assert_eq!(count(&opt.graph, |o| matches!(o, Op::Concat { .. })), 2);
+    // One slice per original product, at offsets 0, 3, 8 (and 0, 3) of the last axis.
+    let mut slices: Vec<(usize, Dim, Dim)> = opt
+        .graph
+        .nodes()
+        .iter()
+        .filter_map(|nd| match &nd.op {
+            Op::Slice {
+                axis, start, end, ..
+            } => Some((*axis, start.clone(), end.clone())),
+            _ => None,
+        })
+        .collect();
+    slices.sort_by_key(|(a, s, _)| (*a, s.as_const()));
+    let want: Vec<(usize, Dim, Dim)> = [(1, 0, 3), (1, 3, 8), (1, 8, 15), (2, 0, 3), (2, 3, 10)]
+        .iter()
+        .map(|&(a, s, e)| (a, Dim::constant(s), Dim::constant(e)))
+        .collect();
+    assert_eq!(slices, want);
+}
+
+#[test]
+fn matmul_merge_needs_a_shared_input_and_plain_param_weights() {
+    // Different `a`; a weight that is an input, not a param; `trans_b = false`; a
+    // block-quantized weight next to a float one (different dtypes); and two block-quantized
+    // weights (not merged: `concat` takes no quantized operands).
+    let mut g = Graph::new();
+    let x = g.input("x", DType::F32, shape(&[n(), 32.into()])).unwrap();
+    let y = g.input("y", DType::F32, shape(&[n(), 32.into()])).unwrap();
+    let a = linear32(&mut g, x, "a", DType::F32);
+    let b = linear32(&mut g, y, "b", DType::F32);
+    let wi = g
+        .input("wi", DType::F32, shape(&[5.into(), 32.into()]))
+        .unwrap();
+    let c = g.matmul_t(y, wi, false, true).unwrap();
+    let wt = g
+        .param("wt", DType::F32, shape(&[32.into(), 5.into()]))
+        .unwrap();
+    let d = g.matmul_t(x, wt, false, false).unwrap();
+    let z = g.input("z", DType::F32, shape(&[n(), 32.into()])).unwrap();
+    let e = linear32(&mut g, z, "e", DType::F32);
+    let q8 = DType::Quant(kiln_ir::QuantType::Q8_0);
+    let f_ = linear32(&mut g, z, "f", q8);
+    let f2 = linear32(&mut g, z, "f2", q8);
+    let outs = [
+        ("a", a),
+        ("b", b),
+        ("c", c),
+        ("d", d),
+        ("e", e),
+        ("f", f_),
+        ("f2", f2),
+    ];
+    for (name, id) in outs {
+        g.set_output(name, id).unwrap();
+    }
+    let opt = optimize(
+        &g,
+        &OptimizeOptions::only(&["matmul-merge-shared-input"]).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(opt.stats.applied("matmul-merge-shared-input"), 0);
+    assert_eq!(matmuls(&opt.graph), 7);
+}
+
+fn linear32(g: &mut Graph, x: NodeId, name: &str, dtype: DType) -> NodeId {
+    let w = g.param(name, dtype, shape(&[3.into(), 32.into()])).unwrap();
+    g.matmul_t(x, w, false, true).unwrap()
+}
+
 // ---------------------------------------------------------------- machinery
 
 /// A deliberately wrong rule (`exp x == cast<f64> x`) must be caught when it merges classes

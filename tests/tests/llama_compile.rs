@@ -1,5 +1,5 @@
-//! The tiny Llama through the e-graph optimizer: identical logits, fewer nodes, and no
-//! transpose left in front of a matmul.
+//! The tiny Llama through the e-graph optimizer: identical logits, fewer nodes, no
+//! transpose left in front of a matmul, and Q/K/V and gate/up merged into one product each.
 
 mod common;
 
@@ -32,6 +32,30 @@ fn optimized_llama_gives_identical_logits() {
     assert!(opt.graph.nodes().len() < graph.nodes().len());
     assert!(permutes_feeding_matmuls(&graph) > 0);
     assert_eq!(permutes_feeding_matmuls(&opt.graph), 0, "{}", opt.graph);
+    // Per layer, q/k/v (3 products of the normed input) become 1 and gate/up (2) become 1:
+    // 3 fewer matmul nodes per layer, each merged product reading a concat of params.
+    let layers = tiny().num_hidden_layers;
+    let matmuls = |g: &Graph| {
+        g.nodes()
+            .iter()
+            .filter(|n| matches!(n.op, Op::MatMul { .. }))
+            .count()
+    };
+    assert_eq!(matmuls(&graph), 9 * layers + 1);
+    assert_eq!(matmuls(&opt.graph), matmuls(&graph) - 3 * layers);
+    assert_eq!(opt.stats.applied("matmul-merge-shared-input"), 5 * layers);
+    let concats_of_params = opt
+        .graph
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op, Op::Concat { axis: 0 }))
+        .filter(|n| {
+            n.inputs
+                .iter()
+                .all(|i| matches!(opt.graph.node(*i).op, Op::Param { .. }))
+        })
+        .count();
+    assert_eq!(concats_of_params, 2 * layers);
     for ids in [vec![3i64, 17, 0], vec![5, 60, 42, 1, 1, 9, 30]] {
         let n = ids.len();
         let mut env = Env::new().input("ids", Tensor::from_vec(vec![1, n], ids).unwrap());

@@ -84,6 +84,56 @@ fn gated_mlp_activation_is_fused_into_its_matmuls() {
     assert_eq!(count(KernelKind::MatMul), matmul_nodes - layers);
 }
 
+/// The optimized graph (Q/K/V and gate/up merged into one product each, over a concat of
+/// weights) schedules and runs bit-exactly: the weight concats run once at load time, every
+/// matmul node is one matmul kernel, and each layer launches 2 kernels fewer than without the
+/// merge (q/k/v were 3 kernels, now 1; gate/up already shared one kernel).
+#[test]
+fn merged_projections_schedule_and_run_exactly() {
+    let model = LlamaForCausalLM::new(&tiny());
+    let layers = tiny().num_hidden_layers;
+    let traced = traced(&model);
+    let merged = optimize(&traced, &OptimizeOptions::default())
+        .expect("optimize")
+        .graph;
+    let mut no_merge = OptimizeOptions::default();
+    no_merge.stages.retain(|s| s.name != "merge");
+    let unmerged = optimize(&traced, &no_merge).expect("optimize").graph;
+    let sched = schedule(&merged).expect("schedule");
+    let before = schedule(&unmerged).expect("schedule");
+    kernel_counts("merged", &merged, &sched);
+    kernel_counts("unmerged", &unmerged, &before);
+    assert_logits_bit_identical(&model, &traced, &sched);
+    assert_logits_bit_identical(&model, &merged, &sched);
+    assert_eq!(
+        sched.load_time.len(),
+        2 * layers,
+        "one weight concat per merge"
+    );
+    assert_eq!(before.load_time.len(), 0);
+    assert_eq!(sched.launches.len(), before.launches.len() - 2 * layers);
+    let matmul_nodes = merged
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op, Op::MatMul { .. }))
+        .count();
+    let matmul_kernels = sched
+        .kernels
+        .iter()
+        .filter(|k| k.kind == KernelKind::MatMul)
+        .count();
+    assert_eq!(matmul_kernels, matmul_nodes);
+    assert_eq!(matmul_nodes, 6 * layers + 1);
+    // The gated-MLP activation (SiLU's exp) is fused into a matmul kernel (the down
+    // projection's prologue over the two slices of the merged gate/up product).
+    let silu_in_matmul = sched
+        .kernels
+        .iter()
+        .filter(|k| k.kind == KernelKind::MatMul && k.to_string().contains("exp."))
+        .count();
+    assert_eq!(silu_in_matmul, layers);
+}
+
 #[test]
 #[ignore = "prints the kernels; run with --ignored --nocapture"]
 fn print_kernels() {

@@ -11,6 +11,23 @@
 //! at least) makes every extra node cost something, so extraction drops redundant views and
 //! never picks a cyclic term. Everything is plain `f64` arithmetic on the node's own data,
 //! so costs (and extraction) are deterministic.
+//!
+//! Two adjustments in the e-graph cost function ([`EggCost`]):
+//!
+//! - *Load-time work is (almost) free.* A node whose operands are all params-only classes
+//!   (see [`crate::egraph::lang::ClassData::params_only`]), such as a `concat` of weights,
+//!   computes a params-only value, which the scheduler computes once when the weights are
+//!   loaded; its own cost is scaled by [`CostModel::load_time_weight`] (1/1000). It stays
+//!   positive, so such a node still costs more than nothing.
+//! - *A slice of a merged product pays its share.* Extraction sums tree costs, so a value
+//!   shared by `m` users is charged `m` times, which would never let the merged form of
+//!   [`crate::egraph::rules::merge`] win (`m` slices of one product, each charged the whole
+//!   product). A step-1 `slice` of a class holding a `matmul` whose `b` is a params-only
+//!   `concat` is charged the sliced fraction (`(end - start) / size` of its axis) of that
+//!   operand's cost: the slices of one merged product together pay for it once. Each slice
+//!   then costs its own rows' share of the product, plus `1/m`-ish of reading `a` and of
+//!   computing `a`, against a full read of `a` (and a full tree cost of `a`) for a separate
+//!   product, so the merged form wins whenever the products share a nontrivial input.
 
 use super::lang::{KGraph, KNode};
 use kiln_ir::{infer_type, Bindings, DType, Dim, Op, TensorType};
@@ -29,6 +46,9 @@ pub struct CostModel {
     pub flop_weight: f64,
     /// Cost of every node, whatever its size.
     pub node_overhead: f64,
+    /// Factor on the cost of a node computing a params-only value from params-only operands
+    /// (load-time work, run once when the weights are loaded).
+    pub load_time_weight: f64,
 }
 
 impl Default for CostModel {
@@ -39,6 +59,7 @@ impl Default for CostModel {
             byte_weight: 1.0,
             flop_weight: 1.0,
             node_overhead: 1.0,
+            load_time_weight: 1e-3,
         }
     }
 }
@@ -117,6 +138,20 @@ pub struct EggCost<'a> {
     pub egraph: &'a KGraph,
 }
 
+impl EggCost<'_> {
+    /// Class `x` holds a `matmul` whose `b` is a params-only `concat` (a merged product).
+    fn is_merged_product(&self, x: egg::Id) -> bool {
+        let eg = self.egraph;
+        eg[x].iter().any(|n| {
+            matches!(eg.analysis.op(n.op), Op::MatMul { .. })
+                && eg[n.children[1]].data.params_only
+                && eg[n.children[1]]
+                    .iter()
+                    .any(|m| matches!(eg.analysis.op(m.op), Op::Concat { .. }))
+        })
+    }
+}
+
 impl egg::CostFunction<KNode> for EggCost<'_> {
     type Cost = f64;
 
@@ -130,10 +165,42 @@ impl egg::CostFunction<KNode> for EggCost<'_> {
             .iter()
             .map(|c| &self.egraph[*c].data.ty)
             .collect();
+        let eg = self.egraph;
         let own = match infer_type(op, &ins) {
-            Ok(out) => self.model.node_cost(op, &ins, &out),
+            Ok(out) => {
+                let c = self.model.node_cost(op, &ins, &out);
+                // Load-time work: params-only operands, constant shapes (as in the analysis).
+                let load_time = !op.is_source()
+                    && enode.children.iter().all(|c| eg[*c].data.params_only)
+                    && out.shape.dims().iter().all(|d| d.is_const())
+                    && op.attribute_dims().iter().all(|d| d.is_const());
+                if load_time {
+                    c * self.model.load_time_weight
+                } else {
+                    c
+                }
+            }
             Err(_) => f64::INFINITY,
         };
+        if let Op::Slice {
+            axis,
+            start,
+            end,
+            step: 1,
+        } = op
+        {
+            let x = enode.children[0];
+            if self.is_merged_product(x) {
+                let size = self.model.dim(&eg[x].data.ty.shape[*axis]);
+                let len = (self.model.dim(end) - self.model.dim(start)).max(0.0);
+                let share = if size > 0.0 {
+                    (len / size).min(1.0)
+                } else {
+                    1.0
+                };
+                return own + share * costs(x);
+            }
+        }
         enode.children.iter().fold(own, |acc, c| acc + costs(*c))
     }
 }

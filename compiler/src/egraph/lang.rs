@@ -9,7 +9,7 @@
 //! Every e-class carries a [`ClassData`]: its [`TensorType`], inferred with
 //! [`kiln_ir::infer_type`] (the inference [`kiln_ir::Graph::push`] runs), and, when every
 //! element of the class is known to be one value, that value (a `full`, possibly seen
-//! through views). Two merged classes must have equal types: a rewrite that changes a type is
+//! through views), and whether it is *params-only* (see [`ClassData::params_only`]). Two merged classes must have equal types: a rewrite that changes a type is
 //! a bug, and merging such classes panics in debug builds.
 
 use egg::{DidMerge, Id, Language};
@@ -67,6 +67,10 @@ pub struct ClassData {
     /// `Some(v)` when every element of the class's value is `v` (already rounded to the
     /// dtype): a `full`, or a view of one.
     pub konst: Option<Scalar>,
+    /// The class's value depends only on params, constants and fills, with constant shapes:
+    /// the scheduler computes such a value once, when the weights are loaded (the same
+    /// definition as the scheduler's). True when any node of the class is.
+    pub params_only: bool,
 }
 
 /// The e-class analysis: the op interning table, and types (see the module doc).
@@ -112,7 +116,23 @@ impl egg::Analysis<KNode> for KilnAnalysis {
             | Op::Flip { .. } => egraph[enode.children[0]].data.konst,
             _ => None,
         };
-        ClassData { ty, konst }
+        let const_shape = ty.shape.dims().iter().all(|d| d.is_const())
+            && op.attribute_dims().iter().all(|d| d.is_const());
+        let params_only = const_shape
+            && match op {
+                Op::Input { .. } | Op::State { .. } => false,
+                Op::Param { .. }
+                | Op::Constant { .. }
+                | Op::Full { .. }
+                | Op::Iota { .. }
+                | Op::DimValue { .. } => true,
+                _ => enode.children.iter().all(|c| egraph[*c].data.params_only),
+            };
+        ClassData {
+            ty,
+            konst,
+            params_only,
+        }
     }
 
     fn merge(&mut self, a: &mut ClassData, b: ClassData) -> DidMerge {
@@ -125,14 +145,23 @@ impl egg::Analysis<KNode> for KilnAnalysis {
             );
             return DidMerge(false, true);
         }
-        match (a.konst, b.konst) {
+        let po = match (a.params_only, b.params_only) {
+            (false, true) => {
+                a.params_only = true;
+                DidMerge(true, false)
+            }
+            (true, false) => DidMerge(false, true),
+            _ => DidMerge(false, false),
+        };
+        let k = match (a.konst, b.konst) {
             (None, Some(v)) => {
                 a.konst = Some(v);
                 DidMerge(true, false)
             }
             (Some(_), None) => DidMerge(false, true),
             _ => DidMerge(false, false),
-        }
+        };
+        k | po
     }
 }
 

@@ -36,13 +36,16 @@ pub struct OptimizeOptions {
 }
 
 impl Default for OptimizeOptions {
-    /// Two stages:
+    /// Three stages:
     ///
     /// 1. `simplify`: every algebra rule and the movement rules that only shrink
     ///    (collapse view chains, drop identity views). Nothing here grows the program, so it
     ///    saturates quickly.
     /// 2. `layout`: views pushed through unary ops and transposes folded into `matmul` flags,
     ///    with the shrinking movement rules again so the moved views collapse.
+    /// 3. `merge`: products of one input with several weights merged into one product with
+    ///    the concatenated weights ([`rules::merge`]); runs after `layout` so that the
+    ///    transposed weights are already folded into `trans_b`.
     fn default() -> OptimizeOptions {
         let algebra = rules::algebra::rules();
         let movement = rules::movement::rules();
@@ -65,6 +68,10 @@ impl Default for OptimizeOptions {
                 Stage {
                     name: "layout".into(),
                     rules: second,
+                },
+                Stage {
+                    name: "merge".into(),
+                    rules: rules::merge::rules(),
                 },
             ],
             node_limit: 100_000,

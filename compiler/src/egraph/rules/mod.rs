@@ -3,7 +3,9 @@
 //!
 //! A rule is a [`RuleDef`]: a name and a function that looks at one e-node (with the
 //! e-graph's types at hand) and returns the right-hand sides it is equal to, as [`Rhs`]
-//! trees. Every rule computes its attributes in Rust and checks legality against the
+//! trees. A few rules match several nodes at once (the matmul merging of [`merge`]); those
+//! are *whole-graph* rules ([`RuleDef::global`]): one function scans the e-graph and returns
+//! `(class, right-hand side)` pairs, applied like the others. Every rule computes its attributes in Rust and checks legality against the
 //! analysis' types, so all rules are custom egg searchers/appliers rather than patterns
 //! (the ops carry attributes, symbolic dims included, that patterns cannot compute).
 //!
@@ -16,6 +18,7 @@
 //! reordering, and float results never change by reassociation.
 
 pub mod algebra;
+pub mod merge;
 pub mod movement;
 
 use super::lang::{KGraph, KNode};
@@ -72,13 +75,26 @@ impl<'a> Ctx<'a> {
 /// A rule function: the right-hand sides equal to `node` (whose op is `op`), if any.
 pub type RuleFn = fn(&Ctx, &KNode, &Op) -> Vec<Rhs>;
 
+/// A whole-graph rule function: scans the e-graph and returns `(class, rhs)` pairs, each
+/// saying that class `class` equals `rhs`. Must be deterministic (order by class id).
+pub type GlobalRuleFn = fn(&Ctx) -> Vec<(Id, Rhs)>;
+
+/// What a rule looks at.
+#[derive(Clone, Copy)]
+pub enum RuleKind {
+    /// One e-node at a time.
+    Node(RuleFn),
+    /// The whole e-graph at once (multi-node patterns).
+    Global(GlobalRuleFn),
+}
+
 /// A named rewrite rule.
 #[derive(Clone, Copy)]
 pub struct RuleDef {
     /// Unique name (used in stats and to pick rules).
     pub name: &'static str,
     /// The rewrite.
-    pub f: RuleFn,
+    pub kind: RuleKind,
 }
 
 impl std::fmt::Debug for RuleDef {
@@ -90,7 +106,18 @@ impl std::fmt::Debug for RuleDef {
 impl RuleDef {
     /// A rule from a name and a function.
     pub const fn new(name: &'static str, f: RuleFn) -> RuleDef {
-        RuleDef { name, f }
+        RuleDef {
+            name,
+            kind: RuleKind::Node(f),
+        }
+    }
+
+    /// A whole-graph rule from a name and a function.
+    pub const fn global(name: &'static str, f: GlobalRuleFn) -> RuleDef {
+        RuleDef {
+            name,
+            kind: RuleKind::Global(f),
+        }
     }
 
     /// The egg rewrite running this rule.
@@ -108,6 +135,7 @@ impl RuleDef {
 pub fn all() -> Vec<RuleDef> {
     let mut v = algebra::rules();
     v.extend(movement::rules());
+    v.extend(merge::rules());
     v
 }
 
@@ -140,15 +168,30 @@ impl Searcher<KNode, super::lang::KilnAnalysis> for RuleSearcher {
         let var = match_var();
         let mut substs = Vec::new();
         let mut found = self.0.found.lock().expect("rule table");
-        for node in egraph[eclass].iter() {
-            for rhs in (self.0.def.f)(&ctx, node, ctx.op(node)) {
-                if substs.len() >= limit {
-                    break;
+        let eclass = egraph.find(eclass);
+        let mut push = |rhs: Rhs, substs: &mut Vec<Subst>| {
+            let mut s = Subst::with_capacity(1);
+            s.insert(var, Id::from(found.len()));
+            found.push(rhs);
+            substs.push(s);
+        };
+        match self.0.def.kind {
+            RuleKind::Node(f) => {
+                for node in egraph[eclass].iter() {
+                    for rhs in f(&ctx, node, ctx.op(node)) {
+                        if substs.len() >= limit {
+                            break;
+                        }
+                        push(rhs, &mut substs);
+                    }
                 }
-                let mut s = Subst::with_capacity(1);
-                s.insert(var, Id::from(found.len()));
-                found.push(rhs);
-                substs.push(s);
+            }
+            RuleKind::Global(f) => {
+                for (class, rhs) in f(&ctx) {
+                    if egraph.find(class) == eclass && substs.len() < limit {
+                        push(rhs, &mut substs);
+                    }
+                }
             }
         }
         (!substs.is_empty()).then_some(SearchMatches {
@@ -160,6 +203,38 @@ impl Searcher<KNode, super::lang::KilnAnalysis> for RuleSearcher {
 
     fn search_with_limit(&self, egraph: &KGraph, limit: usize) -> Vec<SearchMatches<'_, KNode>> {
         self.0.found.lock().expect("rule table").clear();
+        if let RuleKind::Global(f) = self.0.def.kind {
+            // One scan; matches grouped by class, classes in id order.
+            let mut by_class: std::collections::BTreeMap<Id, Vec<Rhs>> = Default::default();
+            for (class, rhs) in f(&Ctx { egraph }) {
+                by_class.entry(egraph.find(class)).or_default().push(rhs);
+            }
+            let mut found = self.0.found.lock().expect("rule table");
+            let var = match_var();
+            let mut out = Vec::new();
+            let mut left = limit;
+            for (eclass, rhss) in by_class {
+                let mut substs = Vec::new();
+                for rhs in rhss {
+                    if left == 0 {
+                        break;
+                    }
+                    let mut s = Subst::with_capacity(1);
+                    s.insert(var, Id::from(found.len()));
+                    found.push(rhs);
+                    substs.push(s);
+                    left -= 1;
+                }
+                if !substs.is_empty() {
+                    out.push(SearchMatches {
+                        eclass,
+                        substs,
+                        ast: None,
+                    });
+                }
+            }
+            return out;
+        }
         let mut ids: Vec<Id> = egraph.classes().map(|c| c.id).collect();
         ids.sort();
         let mut out = Vec::new();
