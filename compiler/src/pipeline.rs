@@ -71,7 +71,8 @@ fn bytes(dtype: DType, elements: &Dim) -> Dim {
 }
 
 /// The schedule's per-run launches as a memory-planning problem (load-time buffers are
-/// weights: they live with the params).
+/// weights: they live with the params), with the in-place writes each kernel allows
+/// ([`crate::loop_ir::Kernel::in_place_candidates`]).
 pub fn memory_problem(s: &Schedule) -> MemoryProblem {
     let buffers = s
         .buffers
@@ -99,11 +100,19 @@ pub fn memory_problem(s: &Schedule) -> MemoryProblem {
         .launches
         .iter()
         .map(|l| {
-            Step::new(
-                s.kernels[l.kernel].name.clone(),
+            let kernel = &s.kernels[l.kernel];
+            let mut step = Step::new(
+                kernel.name.clone(),
                 l.inputs.iter().map(|b| b.0 as usize),
                 l.outputs.iter().map(|b| b.0 as usize),
-            )
+            );
+            // The planner applies a hint only where lifetimes allow it.
+            for (out, input) in kernel.in_place_candidates() {
+                if l.outputs.contains(&out) && l.inputs.contains(&input) {
+                    step = step.with_in_place(out.0 as usize, input.0 as usize);
+                }
+            }
+            step
         })
         .collect();
     MemoryProblem { buffers, steps }

@@ -18,7 +18,11 @@ fn smollm2_compiles_to_the_documented_kernels() {
     let graph = trace.finish().unwrap();
     let compiled = kiln_compiler::compile(&graph, Some(&OptimizeOptions::default())).unwrap();
     let g = &compiled.graph;
-    let matmuls = g.nodes().iter().filter(|n| matches!(n.op, Op::MatMul { .. })).count();
+    let matmuls = g
+        .nodes()
+        .iter()
+        .filter(|n| matches!(n.op, Op::MatMul { .. }))
+        .count();
     // Per layer: merged q/k/v, scores, probs @ v, o_proj, merged gate/up, down; plus the head.
     assert_eq!(matmuls, 6 * layers + 1);
     // No permute feeds a matmul: transposes became operand flags.
@@ -52,7 +56,12 @@ fn smollm2_compiles_to_the_documented_kernels() {
         .iter()
         .filter(|k| k.name.contains("permute") || k.name.contains("reshape"))
         .count();
-    assert_eq!(copies, 0, "{:?}", kernels.iter().map(|k| &k.name).collect::<Vec<_>>());
+    assert_eq!(
+        copies,
+        0,
+        "{:?}",
+        kernels.iter().map(|k| &k.name).collect::<Vec<_>>()
+    );
     // Weight concatenations run once, at load time.
     assert_eq!(compiled.schedule.load_time.len(), 2 * layers);
 }

@@ -39,6 +39,7 @@
 mod display;
 pub mod eval;
 pub mod heuristic;
+mod in_place;
 
 use kiln_ir::{BinaryOp, DType, Dim, QuantType, Scalar, UnaryOp};
 
