@@ -677,3 +677,70 @@ fn params_only_work_runs_at_load_time() {
     assert_eq!(s.load_time.len(), 1);
     assert_eq!(s.launches.len(), 1);
 }
+
+#[test]
+fn sliced_merged_product_is_one_kernel_with_two_phases() {
+    // `silu(x @ Wg^T) * (x @ Wu^T)` after merging: one product with the concatenated weights,
+    // sliced apart again. One kernel whose row has the slice width: two contraction phases
+    // (columns `j` and `j + I` of the merged weight) and the SiLU-gate epilogue.
+    let (k, i) = (5, 7);
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, Shape::new([Dim::from("n"), Dim::from(k)]))
+        .unwrap();
+    let wg = g.param("wg", DType::F32, Shape::new([i, k])).unwrap();
+    let wu = g.param("wu", DType::F32, Shape::new([i, k])).unwrap();
+    let w = g.concat(&[wg, wu], 0).unwrap();
+    let m = g.matmul_t(x, w, false, true).unwrap();
+    let gate = g.slice(m, 1, Dim::from(0), Dim::from(i), 1).unwrap();
+    let up = g.slice(m, 1, Dim::from(i), Dim::from(2 * i), 1).unwrap();
+    let ng = g.neg(gate).unwrap();
+    let e = g.exp(ng).unwrap();
+    let one = g.scalar(Scalar::Float(1.0), DType::F32).unwrap();
+    let d = g.add(e, one).unwrap();
+    let silu = g.div(gate, d).unwrap();
+    let y = g.mul(silu, up).unwrap();
+    g.set_output("y", y).unwrap();
+    let mut rng = Rng(29);
+    let (wgt, wut) = (
+        t(vec![i, k], rng.f32s(i * k)),
+        t(vec![i, k], rng.f32s(i * k)),
+    );
+    for n in [3, 17] {
+        let s = check(
+            &g,
+            &[
+                ('i', "x", t(vec![n, k], rng.f32s(n * k))),
+                ('p', "wg", wgt.clone()),
+                ('p', "wu", wut.clone()),
+            ],
+            &[("n", n as i64)],
+        );
+        // The weight concat runs at load time; per run, the one fused matmul kernel.
+        assert_eq!(s.launches.len(), 1, "{}", dump(&s));
+        let kernel = &s.kernels[s.launches[0].kernel];
+        assert_eq!(kernel.kind, KernelKind::MatMul, "{}", dump(&s));
+        let text = kernel.to_string();
+        assert!(text.contains("exp"), "{text}");
+        // Nothing but the output `[n, I]` is stored per run.
+        let stored: Vec<_> = s
+            .buffers
+            .iter()
+            .filter(|b| b.kind == kiln_compiler::schedule::BufferKind::Intermediate)
+            .collect();
+        assert!(stored.is_empty(), "{}", dump(&s));
+    }
+    // A product also read whole is stored; its slices are read back from memory.
+    let mut g2 = g.clone();
+    g2.set_output("m", m).unwrap();
+    let s = check(
+        &g2,
+        &[
+            ('i', "x", t(vec![4, k], rng.f32s(4 * k))),
+            ('p', "wg", wgt.clone()),
+            ('p', "wu", wut.clone()),
+        ],
+        &[("n", 4)],
+    );
+    assert_eq!(s.launches.len(), 2, "{}", dump(&s));
+}

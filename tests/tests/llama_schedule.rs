@@ -6,10 +6,10 @@ mod common;
 
 use common::{tiny, traced, weights};
 use kiln_compiler::egraph::{optimize, OptimizeOptions};
-use kiln_compiler::loop_ir::{Kernel, KernelKind};
+use kiln_compiler::loop_ir::{BufferRole, Kernel, KernelKind};
 use kiln_compiler::schedule::{run as run_schedule, schedule, Feeds, Schedule};
 use kiln_ir::interp::{run, Env};
-use kiln_ir::{Graph, Op, Tensor};
+use kiln_ir::{Dim, Graph, Op, Tensor};
 use kiln_models::llama::LlamaForCausalLM;
 
 /// Runs `graph` on the interpreter and `sched` on the loop-IR evaluator; the logits must be
@@ -124,14 +124,31 @@ fn merged_projections_schedule_and_run_exactly() {
         .count();
     assert_eq!(matmul_kernels, matmul_nodes);
     assert_eq!(matmul_nodes, 6 * layers + 1);
-    // The gated-MLP activation (SiLU's exp) is fused into a matmul kernel (the down
-    // projection's prologue over the two slices of the merged gate/up product).
+    // The gated-MLP activation (SiLU's exp) is the epilogue of the merged gate/up matmul
+    // kernel: it reads the merged `[2 * intermediate, hidden]` weight, accumulates two
+    // contraction phases (columns `j` and `j + intermediate`) and stores `intermediate` columns.
+    let cfg = tiny();
+    let merged_len = Dim::constant((2 * cfg.intermediate_size * cfg.hidden_size) as i64);
     let silu_in_matmul = sched
+        .kernels
+        .iter()
+        .filter(|k| {
+            let text = k.to_string();
+            k.kind == KernelKind::MatMul
+                && text.contains("exp.")
+                && text.matches("declare acc").count() == 2
+                && k.params
+                    .iter()
+                    .any(|p| p.role == BufferRole::Input && p.len == merged_len)
+        })
+        .count();
+    let exp_kernels = sched
         .kernels
         .iter()
         .filter(|k| k.kind == KernelKind::MatMul && k.to_string().contains("exp."))
         .count();
     assert_eq!(silu_in_matmul, layers);
+    assert_eq!(exp_kernels, layers);
 }
 
 #[test]

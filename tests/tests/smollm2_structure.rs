@@ -2,8 +2,8 @@
 //! the fusions and merges `docs/compiler.md` reports, counted on the real shapes.
 
 use kiln_compiler::egraph::OptimizeOptions;
-use kiln_compiler::loop_ir::KernelKind;
-use kiln_ir::{DType, Op};
+use kiln_compiler::loop_ir::{BufferRole, KernelKind};
+use kiln_ir::{DType, Dim, Op};
 use kiln_models::llama::{LlamaConfig, LlamaForCausalLM};
 use kiln_nn::{dims, Trace};
 
@@ -51,6 +51,22 @@ fn smollm2_compiles_to_the_documented_kernels() {
         2 * layers,
         "exp appears only in the softmax kernels and in the kernels holding the SiLU gates"
     );
+    // Each SiLU gate is the epilogue of its merged gate/up matmul: two contraction phases
+    // over the merged `[2 * intermediate, hidden]` weight, `intermediate` columns stored.
+    let merged_len = Dim::constant((2 * config.intermediate_size * config.hidden_size) as i64);
+    let gated = kernels
+        .iter()
+        .zip(&text)
+        .filter(|(k, t)| {
+            k.kind == KernelKind::MatMul
+                && t.contains("exp.")
+                && t.matches("declare acc").count() == 2
+                && k.params
+                    .iter()
+                    .any(|p| p.role == BufferRole::Input && p.len == merged_len)
+        })
+        .count();
+    assert_eq!(gated, layers);
     // No kernel only moves data around (a materialized transpose or copy).
     let copies = kernels
         .iter()

@@ -36,6 +36,9 @@ pub(crate) struct Lowering<'a> {
     prelude: Vec<Stmt>,
     memo: HashMap<(NodeId, Vec<Dim>), Expr>,
     lazy: usize,
+    /// Results of sliced matmuls (see [`Lowering::sliced`]): the column each was computed
+    /// at and its row scalar.
+    cols: HashMap<NodeId, Vec<(Dim, Expr)>>,
 }
 
 fn dims(s: &Shape) -> Vec<Dim> {
@@ -147,6 +150,7 @@ impl<'a> Lowering<'a> {
             prelude: Vec::new(),
             memo: HashMap::new(),
             lazy: 0,
+            cols: HashMap::new(),
         }
     }
 
@@ -256,9 +260,53 @@ impl<'a> Lowering<'a> {
         out
     }
 
+    /// A matmul inline in this kernel whose every consumer is a step-1 slice of its last axis,
+    /// all of one width: that width and the distinct slice starts. Such a product (a merged
+    /// projection sliced apart again) is computed over a row with that width, one contraction
+    /// phase per start reading the columns `start + j`, like sibling matmuls.
+    fn sliced(&self, m: NodeId) -> Option<(Dim, Vec<Dim>)> {
+        if m == self.root
+            || self.roles[m.index()] != Role::Inline
+            || !matches!(self.g.node(m).op, Op::MatMul { .. })
+        {
+            return None;
+        }
+        let last = self.shape(m).len() - 1;
+        let mut width: Option<Dim> = None;
+        let mut starts: Vec<Dim> = Vec::new();
+        for (i, nd) in self.g.nodes().iter().enumerate() {
+            if self.roles[i] == Role::Dead || !nd.inputs.contains(&m) {
+                continue;
+            }
+            let Op::Slice {
+                axis,
+                start,
+                step: 1,
+                ..
+            } = &nd.op
+            else {
+                return None;
+            };
+            let w = dims(&nd.ty.shape)[last].clone();
+            if *axis != last || width.as_ref().is_some_and(|x| *x != w) {
+                return None;
+            }
+            width = Some(w);
+            if !starts.contains(start) {
+                starts.push(start.clone());
+            }
+        }
+        width.map(|w| (w, starts))
+    }
+
     /// The row a reduction-like node is computed over.
     fn row_of(&self, r: NodeId) -> Vec<Dim> {
         let nd = self.g.node(r);
+        if let Some((w, _)) = self.sliced(r) {
+            let mut s = self.shape(r);
+            *s.last_mut().expect("matmul rank >= 2") = w;
+            return s;
+        }
         match &nd.op {
             Op::Reduce { axes, .. } => self
                 .shape(nd.inputs[0])
@@ -549,91 +597,124 @@ impl<'a> Lowering<'a> {
                 self.done.insert(r, Expr::var(&res, out_dtype));
             }
             Op::MatMul { trans_a, trans_b } => {
-                let (a, b) = (nd.inputs[0], nd.inputs[1]);
-                let ad = if out_dtype.is_float() {
-                    DType::F64
-                } else {
-                    DType::I64
-                };
-                let l = self.fresh("k");
-                let lv = Dim::symbol(&l);
                 let rl = self.row.len();
-                let (m, n) = (self.row[rl - 2].clone(), self.row[rl - 1].clone());
-                let operand = |cx: &Self, x: NodeId, last: [Dim; 2]| -> Vec<Dim> {
-                    let s = cx.shape(x);
-                    let rb = s.len() - 2;
-                    let mut idx: Vec<Dim> = (0..rb)
-                        .map(|j| {
-                            if s[j] == 1 {
-                                Dim::constant(0)
-                            } else {
-                                cx.row[rl - 2 - rb + j].clone()
-                            }
-                        })
-                        .collect();
-                    idx.extend(last);
-                    idx
-                };
-                let ai = operand(
-                    self,
-                    a,
-                    if trans_a {
-                        [lv.clone(), m.clone()]
-                    } else {
-                        [m.clone(), lv.clone()]
-                    },
-                );
-                let bi = operand(
-                    self,
-                    b,
-                    if trans_b {
-                        [n.clone(), lv.clone()]
-                    } else {
-                        [lv.clone(), n.clone()]
-                    },
-                );
-                let sa = self.shape(a);
-                let k_ext = if trans_a {
-                    sa[sa.len() - 2].clone()
-                } else {
-                    sa[sa.len() - 1].clone()
-                };
-                let acc = self.fresh("acc");
-                let init = if ad == DType::F64 {
-                    Expr::constant(Scalar::Float(0.0), ad)
-                } else {
-                    i64c(0)
-                };
-                stmts.push(Stmt::Declare {
-                    var: acc.clone(),
-                    dtype: ad,
-                    init,
-                });
-                let body = self.scoped(|cx| {
-                    let x = Expr::cast(ad, cx.expr(a, &ai)?);
-                    let y = Expr::cast(ad, cx.expr(b, &bi)?);
-                    Ok(vec![Stmt::Assign {
-                        var: acc.clone(),
-                        value: Expr::binary(
-                            BinaryOp::Add,
-                            ad,
-                            Expr::var(&acc, ad),
-                            Expr::binary(BinaryOp::Mul, ad, x, y),
-                        ),
-                    }])
-                })?;
-                stmts.extend(nest(&[l], &[k_ext], LoopKind::Reduction, body));
-                let res = self.fresh("mm");
-                stmts.push(Stmt::Let {
-                    var: res.clone(),
-                    dtype: out_dtype,
-                    value: Expr::cast(out_dtype, Expr::var(&acc, ad)),
-                });
-                self.done.insert(r, Expr::var(&res, out_dtype));
+                let col = self.row[rl - 1].clone();
+                match self.sliced(r) {
+                    Some((_, starts)) => {
+                        let mut done = Vec::new();
+                        for start in starts {
+                            // The column exactly as a slice of the product indexes it.
+                            let c = start + col.clone() * 1;
+                            let (ph, e) = self.matmul_phase(r, trans_a, trans_b, c.clone())?;
+                            stmts.extend(ph);
+                            done.push((c, e));
+                        }
+                        self.cols.insert(r, done);
+                    }
+                    None => {
+                        let (ph, e) = self.matmul_phase(r, trans_a, trans_b, col)?;
+                        stmts.extend(ph);
+                        self.done.insert(r, e);
+                    }
+                }
             }
             _ => return Err(self.unsupported(r, "not a reduction")),
         }
         Ok(stmts)
+    }
+
+    /// One contraction phase of matmul `r` at the current row and output column `n`.
+    fn matmul_phase(
+        &mut self,
+        r: NodeId,
+        trans_a: bool,
+        trans_b: bool,
+        n: Dim,
+    ) -> R<(Vec<Stmt>, Expr)> {
+        let nd = self.g.node(r);
+        let out_dtype = nd.ty.dtype;
+        let mut stmts = Vec::new();
+        let (a, b) = (nd.inputs[0], nd.inputs[1]);
+        let ad = if out_dtype.is_float() {
+            DType::F64
+        } else {
+            DType::I64
+        };
+        let l = self.fresh("k");
+        let lv = Dim::symbol(&l);
+        let rl = self.row.len();
+        let m = self.row[rl - 2].clone();
+        let operand = |cx: &Self, x: NodeId, last: [Dim; 2]| -> Vec<Dim> {
+            let s = cx.shape(x);
+            let rb = s.len() - 2;
+            let mut idx: Vec<Dim> = (0..rb)
+                .map(|j| {
+                    if s[j] == 1 {
+                        Dim::constant(0)
+                    } else {
+                        cx.row[rl - 2 - rb + j].clone()
+                    }
+                })
+                .collect();
+            idx.extend(last);
+            idx
+        };
+        let ai = operand(
+            self,
+            a,
+            if trans_a {
+                [lv.clone(), m.clone()]
+            } else {
+                [m.clone(), lv.clone()]
+            },
+        );
+        let bi = operand(
+            self,
+            b,
+            if trans_b {
+                [n.clone(), lv.clone()]
+            } else {
+                [lv.clone(), n.clone()]
+            },
+        );
+        let sa = self.shape(a);
+        let k_ext = if trans_a {
+            sa[sa.len() - 2].clone()
+        } else {
+            sa[sa.len() - 1].clone()
+        };
+        let acc = self.fresh("acc");
+        let init = if ad == DType::F64 {
+            Expr::constant(Scalar::Float(0.0), ad)
+        } else {
+            i64c(0)
+        };
+        stmts.push(Stmt::Declare {
+            var: acc.clone(),
+            dtype: ad,
+            init,
+        });
+        let body = self.scoped(|cx| {
+            let x = Expr::cast(ad, cx.expr(a, &ai)?);
+            let y = Expr::cast(ad, cx.expr(b, &bi)?);
+            Ok(vec![Stmt::Assign {
+                var: acc.clone(),
+                value: Expr::binary(
+                    BinaryOp::Add,
+                    ad,
+                    Expr::var(&acc, ad),
+                    Expr::binary(BinaryOp::Mul, ad, x, y),
+                ),
+            }])
+        })?;
+        stmts.extend(nest(&[l], &[k_ext], LoopKind::Reduction, body));
+        let res = self.fresh("mm");
+        stmts.push(Stmt::Let {
+            var: res.clone(),
+            dtype: out_dtype,
+            value: Expr::cast(out_dtype, Expr::var(&acc, ad)),
+        });
+        Ok((stmts, Expr::var(&res, out_dtype)))
     }
 
     fn scatter(
@@ -863,10 +944,25 @@ impl<'a> Lowering<'a> {
                     _ => return Err(Fail::Need(n)),
                 }
             }
-            Op::MatMul { .. } => match self.done.get(&n) {
-                Some(e) if self.at_row(idx) => e.clone(),
-                _ => return Err(Fail::Need(n)),
-            },
+            Op::MatMul { .. } => {
+                if let Some(cols) = self.cols.get(&n) {
+                    let l = idx.len() - 1;
+                    let hit = cols.iter().find(|(c, _)| {
+                        idx.len() == self.row.len()
+                            && self.at_row(&[&idx[..l], &self.row[l..]].concat())
+                            && idx[l] == *c
+                    });
+                    match hit {
+                        Some((_, e)) => e.clone(),
+                        None => return Err(Fail::Need(n)),
+                    }
+                } else {
+                    match self.done.get(&n) {
+                        Some(e) if self.at_row(idx) => e.clone(),
+                        _ => return Err(Fail::Need(n)),
+                    }
+                }
+            }
             Op::Reshape { .. } => {
                 let i = reshape_index(idx, &self.shape(n), &in_shape(self, 0));
                 self.expr(ins[0], &i)?

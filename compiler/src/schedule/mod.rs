@@ -36,7 +36,11 @@
 //! LayerNorm are one multi-phase kernel per row; matmul fuses its operand prologue (views,
 //! dequantization, casts), its epilogue (bias, activation, residual, scale) and sibling
 //! matmuls of the same row space (the SwiGLU `silu(x @ Wg) * (x @ Wu)` is one kernel with two
-//! contraction phases). Elementwise parts used by several phases are recomputed per phase.
+//! contraction phases). A matmul whose every consumer is a step-1 slice of its last axis,
+//! all of one width (a merged projection sliced apart again), is computed over a row of that
+//! width, one contraction phase per slice start reading columns `start + j`: the merged
+//! SwiGLU `silu(m[.., 0:I]) * m[.., I:2I]` is again one kernel storing `I` columns.
+//! Elementwise parts used by several phases are recomputed per phase.
 //!
 //! # Load time
 //!
