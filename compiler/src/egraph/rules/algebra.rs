@@ -75,56 +75,51 @@ fn full(value: Scalar, ctx: &Ctx, like: egg::Id, dtype: DType) -> Rhs {
     )
 }
 
-/// `x + 0 -> x` and `0 + x -> x`. Integers: any zero. Floats: only `-0.0`, the additive
-/// identity of IEEE addition (`-0 + +0 = +0`, so `x + +0.0` is not `x` for `x = -0`).
-fn add_zero(ctx: &Ctx, node: &KNode, op: &Op) -> Vec<Rhs> {
-    let Some((a, b)) = binary_args(op, node, BinaryOp::Add) else {
+/// `x (op) e -> x` for an identity element `e` (and `e (op) x -> x` when `commutes`).
+fn identity(
+    ctx: &Ctx,
+    node: &KNode,
+    op: &Op,
+    which: BinaryOp,
+    commutes: bool,
+    is_identity: impl Fn(Option<Scalar>, DType) -> bool,
+) -> Vec<Rhs> {
+    let Some((a, b)) = binary_args(op, node, which) else {
         return vec![];
     };
     let d = ctx.ty(a).dtype;
-    let zero = |id| {
-        if d.is_float() {
-            is_float(ctx.konst(id), -0.0)
-        } else {
-            is_int(ctx.konst(id), 0)
-        }
-    };
     let mut out = vec![];
-    if zero(b) {
+    if is_identity(ctx.konst(b), d) {
         out.push(Rhs::Class(a));
     }
-    if zero(a) {
+    if commutes && is_identity(ctx.konst(a), d) {
         out.push(Rhs::Class(b));
     }
     out
+}
+
+/// `x + 0 -> x` and `0 + x -> x`. Integers: any zero. Floats: only `-0.0`, the additive
+/// identity of IEEE addition (`-0 + +0 = +0`, so `x + +0.0` is not `x` for `x = -0`).
+fn add_zero(ctx: &Ctx, node: &KNode, op: &Op) -> Vec<Rhs> {
+    identity(ctx, node, op, BinaryOp::Add, true, |s, d| {
+        if d.is_float() {
+            is_float(s, -0.0)
+        } else {
+            is_int(s, 0)
+        }
+    })
 }
 
 /// `x - 0 -> x`. Integers: zero. Floats: `+0.0` only (`x - +0 = x + -0 = x` exactly).
 fn sub_zero(ctx: &Ctx, node: &KNode, op: &Op) -> Vec<Rhs> {
-    let Some((a, b)) = binary_args(op, node, BinaryOp::Sub) else {
-        return vec![];
-    };
-    if is_value(ctx.konst(b), ctx.ty(a).dtype, 0) {
-        vec![Rhs::Class(a)]
-    } else {
-        vec![]
-    }
+    identity(ctx, node, op, BinaryOp::Sub, false, |s, d| {
+        is_value(s, d, 0)
+    })
 }
 
 /// `x * 1 -> x` and `1 * x -> x`, exact for every dtype (IEEE `x * 1 = x`, NaN stays NaN).
 fn mul_one(ctx: &Ctx, node: &KNode, op: &Op) -> Vec<Rhs> {
-    let Some((a, b)) = binary_args(op, node, BinaryOp::Mul) else {
-        return vec![];
-    };
-    let d = ctx.ty(a).dtype;
-    let mut out = vec![];
-    if is_value(ctx.konst(b), d, 1) {
-        out.push(Rhs::Class(a));
-    }
-    if is_value(ctx.konst(a), d, 1) {
-        out.push(Rhs::Class(b));
-    }
-    out
+    identity(ctx, node, op, BinaryOp::Mul, true, |s, d| is_value(s, d, 1))
 }
 
 /// `x * 0 -> full 0` and `0 * x -> full 0`, integers only (floats: NaN, inf and signed
@@ -143,14 +138,9 @@ fn mul_zero_int(ctx: &Ctx, node: &KNode, op: &Op) -> Vec<Rhs> {
 
 /// `x / 1 -> x`, exact for floats (IEEE) and integers (floor division by 1).
 fn div_one(ctx: &Ctx, node: &KNode, op: &Op) -> Vec<Rhs> {
-    let Some((a, b)) = binary_args(op, node, BinaryOp::Div) else {
-        return vec![];
-    };
-    if is_value(ctx.konst(b), ctx.ty(a).dtype, 1) {
-        vec![Rhs::Class(a)]
-    } else {
-        vec![]
-    }
+    identity(ctx, node, op, BinaryOp::Div, false, |s, d| {
+        is_value(s, d, 1)
+    })
 }
 
 /// `x - x -> full 0`, integers only (floats: `inf - inf` and `NaN - NaN` are NaN).
