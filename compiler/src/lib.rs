@@ -4,8 +4,10 @@
 //! Implemented so far: the [`egraph`] optimizer (egg, exact rewrite rules in stages, a cost
 //! model), the backend-neutral [`loop_ir`] (with its reference evaluator), the fusion
 //! [`schedule`]r that partitions a [`kiln_ir::Graph`] into loop-IR kernels, and the [`memory`]
-//! planner (liveness, reuse, symbolic arena sizes). The backends come next.
+//! planner (liveness, reuse, symbolic arena sizes), and the [`backend::cpu`] code generator
+//! (Cranelift). WGSL and PTX come with their issues.
 
+pub mod backend;
 pub mod egraph;
 pub mod loop_ir;
 pub mod memory;

@@ -26,7 +26,7 @@ pub mod shape;
 pub mod tensor;
 pub mod text;
 
-pub use dim::{Bindings, Dim, DimError};
+pub use dim::{Bindings, Dim, DimAtom, DimError, DimTerm};
 pub use dtype::{DType, Scalar};
 pub use error::IrError;
 pub use graph::{Graph, Node, NodeId};

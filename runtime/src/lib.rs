@@ -1,4 +1,8 @@
-//! Kiln's runtime: devices and buffers, the executable runner, weight loaders (GGUF,
-//! SafeTensors), tokenizers, sampling and generation sessions.
+//! Kiln's runtime: devices and buffers and the executable runner. Weight loaders (GGUF,
+//! SafeTensors), tokenizers, sampling and generation sessions come with their issue.
 //!
-//! Nothing is implemented here yet; the crate exists so the workspace has its final shape.
+//! Devices: [`cpu`] (native code from the Cranelift backend).
+
+pub mod cpu;
+
+pub use cpu::{CpuError, CpuExecutable, CpuOptions};

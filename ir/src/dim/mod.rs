@@ -42,6 +42,31 @@ enum Atom {
     Max(Box<Dim>, Box<Dim>),
 }
 
+/// One term of a [`Dim`]'s canonical form (see [`Dim::terms`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DimTerm<'a> {
+    /// The integer coefficient (never zero).
+    pub coefficient: i64,
+    /// Factors with their powers (empty for the constant term).
+    pub factors: Vec<(DimAtom<'a>, u32)>,
+}
+
+/// An irreducible factor of a [`Dim`] term, borrowed: a symbol, or `//`, `%` (Python
+/// semantics), `min` or `max` of two dims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DimAtom<'a> {
+    /// A named symbol.
+    Symbol(&'a str),
+    /// Floor division.
+    FloorDiv(&'a Dim, &'a Dim),
+    /// Floor modulo (the sign of the divisor).
+    Mod(&'a Dim, &'a Dim),
+    /// Minimum.
+    Min(&'a Dim, &'a Dim),
+    /// Maximum.
+    Max(&'a Dim, &'a Dim),
+}
+
 /// Values for symbols, used to evaluate a [`Dim`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Bindings(BTreeMap<String, i64>);
@@ -190,6 +215,31 @@ impl Dim {
                 }
             }
         }
+    }
+
+    /// The canonical form, for code generators: a sum of `coefficient * product of factors`
+    /// terms (each factor with a positive power); the constant term has no factors.
+    pub fn terms(&self) -> Vec<DimTerm<'_>> {
+        self.terms
+            .iter()
+            .map(|(m, c)| DimTerm {
+                coefficient: *c,
+                factors: m
+                    .0
+                    .iter()
+                    .map(|(a, p)| {
+                        let atom = match a {
+                            Atom::Sym(s) => DimAtom::Symbol(s),
+                            Atom::FloorDiv(x, y) => DimAtom::FloorDiv(x, y),
+                            Atom::Mod(x, y) => DimAtom::Mod(x, y),
+                            Atom::Min(x, y) => DimAtom::Min(x, y),
+                            Atom::Max(x, y) => DimAtom::Max(x, y),
+                        };
+                        (atom, *p)
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 
     fn from_terms(mut map: BTreeMap<Monomial, i64>) -> Dim {

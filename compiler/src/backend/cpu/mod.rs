@@ -1,0 +1,16 @@
+//! The CPU backend: loop IR to native code through Cranelift.
+//!
+//! - [`codegen`]: one kernel to one Cranelift function (the kernel ABI is documented there).
+//! - [`jit`]: JIT compilation into executable memory with a process-wide code cache.
+//! - [`parallel`]: which loops are split across threads.
+//! - [`scalar`]: the helper functions generated code calls.
+//! - [`normalize`]: a kernel's identity for the cache.
+
+pub mod codegen;
+pub mod jit;
+pub mod normalize;
+pub mod parallel;
+pub mod scalar;
+
+pub use codegen::CodegenError;
+pub use jit::{compile_kernel, compile_kernels, JitKernel, KernelFn};

@@ -1,0 +1,492 @@
+//! Runs a compiled graph on the CPU: JIT-compiled kernels, weights loaded once, one arena for
+//! the intermediates (the memory plan's offsets, resolved per set of symbol values),
+//! persistent state buffers, and parallel loops split across a thread pool.
+
+use super::bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
+use kiln_compiler::backend::cpu::parallel::work_per_item;
+use kiln_compiler::backend::cpu::{compile_kernels, CodegenError, JitKernel};
+use kiln_compiler::loop_ir::BufferId;
+use kiln_compiler::memory::{MemoryPlan, PlanEvalError};
+use kiln_compiler::schedule::{BufferKind, Launch, Schedule};
+use kiln_compiler::Compiled;
+use kiln_ir::{Bindings, DType, Dim, DimError, Tensor};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Why a CPU executable could not be built or run.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuError {
+    /// Code generation failed.
+    #[error(transparent)]
+    Codegen(#[from] CodegenError),
+    /// A symbol or size could not be evaluated.
+    #[error(transparent)]
+    Dim(#[from] DimError),
+    /// The memory plan could not be resolved.
+    #[error(transparent)]
+    Plan(#[from] PlanEvalError),
+    /// A tensor the graph needs was not given.
+    #[error("no value given for {kind} `{name}`")]
+    Missing {
+        /// "input", "param" or "state".
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// A name the graph does not have.
+    #[error("the graph has no {kind} named `{name}`")]
+    Unknown {
+        /// "input", "param" or "state".
+        kind: &'static str,
+        /// The name given.
+        name: String,
+    },
+    /// A tensor of the wrong dtype or shape.
+    #[error("{kind} `{name}`: expected {expected}, got {got}")]
+    Mismatch {
+        /// "input", "param" or "state".
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// The declared type (shape evaluated where possible).
+        expected: String,
+        /// What was given.
+        got: String,
+    },
+    /// A kernel read or wrote through a data-dependent index outside its buffer (e.g. a
+    /// token id beyond the vocabulary); the access was clamped and the results are invalid.
+    #[error(
+        "kernel {kernel}: a data-dependent index (gather, embedding, scatter) was out of range"
+    )]
+    IndexOutOfRange {
+        /// The kernel.
+        kernel: String,
+    },
+    /// A buffer smaller than a kernel's declared extent (a runtime bug, reported instead of
+    /// letting the kernel touch foreign memory).
+    #[error("kernel {kernel}: buffer b{buffer} holds {have} bytes, the kernel needs {need}")]
+    BufferTooSmall {
+        /// The kernel.
+        kernel: String,
+        /// The buffer.
+        buffer: u32,
+        /// Bytes allocated.
+        have: usize,
+        /// Bytes the kernel's parameter declares.
+        need: usize,
+    },
+    /// The thread pool could not be created.
+    #[error("thread pool: {0}")]
+    Threads(String),
+}
+
+/// Options of a CPU executable.
+#[derive(Clone, Debug, Default)]
+pub struct CpuOptions {
+    /// Worker threads (0: one per available core).
+    pub threads: usize,
+}
+
+/// A launch split across threads only when it runs at least this many innermost iterations.
+const MIN_PARALLEL_WORK: u64 = 16 * 1024;
+
+/// A compiled graph ready to run on the CPU.
+pub struct CpuExecutable {
+    schedule: Schedule,
+    plan: MemoryPlan,
+    kernels: Vec<Arc<JitKernel>>,
+    pool: rayon::ThreadPool,
+    threads: usize,
+    /// Params, constants and load-time results, by buffer.
+    weights: HashMap<BufferId, AlignedBytes>,
+    /// True once load-time kernels ran on the current weights.
+    derived_ready: bool,
+    /// Current state values: bytes and shape.
+    states: HashMap<String, (AlignedBytes, Vec<usize>)>,
+    arena: AlignedBytes,
+}
+
+/// Raw pointers handed to worker threads (the buffers outlive the parallel section, and
+/// chunks write disjoint elements).
+#[derive(Clone, Copy)]
+struct SendPtr<T>(*const T);
+// SAFETY: see the type's docs; generated kernels only touch their chunk's elements.
+unsafe impl<T> Send for SendPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T> Sync for SendPtr<T> {}
+
+impl CpuExecutable {
+    /// JIT-compiles every kernel of `compiled` (through the process-wide code cache) and
+    /// prepares its constants.
+    pub fn new(compiled: &Compiled, options: &CpuOptions) -> Result<CpuExecutable, CpuError> {
+        let kernels = compile_kernels(&compiled.schedule.kernels)?;
+        let threads = if options.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            options.threads
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("kiln-cpu-{i}"))
+            .build()
+            .map_err(|e| CpuError::Threads(e.to_string()))?;
+        let mut weights = HashMap::new();
+        for b in &compiled.schedule.buffers {
+            if let BufferKind::Constant(t) = &b.kind {
+                weights.insert(b.id, AlignedBytes::from_slice(&tensor_bytes(t)));
+            }
+        }
+        Ok(CpuExecutable {
+            schedule: compiled.schedule.clone(),
+            plan: compiled.memory.clone(),
+            kernels,
+            pool,
+            threads,
+            weights,
+            derived_ready: false,
+            states: HashMap::new(),
+            arena: AlignedBytes::default(),
+        })
+    }
+
+    /// Number of worker threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// The schedule being run.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    fn find(&self, kind: &'static str, name: &str) -> Result<BufferId, CpuError> {
+        self.schedule
+            .buffers
+            .iter()
+            .find(|b| match (&b.kind, kind) {
+                (BufferKind::Param(n), "param") => n == name,
+                (BufferKind::State(n), "state") => n == name,
+                (BufferKind::Input(n), "input") => n == name,
+                _ => false,
+            })
+            .map(|b| b.id)
+            .ok_or_else(|| CpuError::Unknown {
+                kind,
+                name: name.to_string(),
+            })
+    }
+
+    /// Checks `t` against buffer `id`'s dtype and shape (symbols bound from `bindings`
+    /// where possible, otherwise any extent matches and the symbol is bound).
+    fn check(
+        &self,
+        kind: &'static str,
+        name: &str,
+        id: BufferId,
+        t: &Tensor,
+        bindings: &mut Bindings,
+    ) -> Result<(), CpuError> {
+        let info = &self.schedule.buffers[id.0 as usize];
+        let mismatch = || CpuError::Mismatch {
+            kind,
+            name: name.to_string(),
+            expected: format!("{}{}", info.dtype, info.shape),
+            got: format!("{}{:?}", t.dtype(), t.shape()),
+        };
+        if t.dtype() != info.dtype || t.shape().len() != info.shape.dims().len() {
+            return Err(mismatch());
+        }
+        for (d, &n) in info.shape.dims().iter().zip(t.shape()) {
+            if let Some(sym) = d.as_symbol() {
+                if bindings.get(sym).is_none() {
+                    bindings.set(sym, n as i64);
+                }
+            }
+            match d.eval(bindings) {
+                Ok(v) if v == n as i64 => {}
+                Ok(_) => return Err(mismatch()),
+                Err(_) => {} // checked once every symbol is bound, by buffer sizes
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads a weight (a `param` of the graph).
+    pub fn set_param(&mut self, name: &str, t: &Tensor) -> Result<(), CpuError> {
+        let id = self.find("param", name)?;
+        self.check("param", name, id, t, &mut Bindings::new())?;
+        self.weights
+            .insert(id, AlignedBytes::from_slice(&tensor_bytes(t)));
+        self.derived_ready = false;
+        kiln_compiler::backend::cpu::scalar::clear_dequant_cache();
+        Ok(())
+    }
+
+    /// Sets a state's value (e.g. an empty KV cache before the first step).
+    pub fn set_state(&mut self, name: &str, t: &Tensor) -> Result<(), CpuError> {
+        let id = self.find("state", name)?;
+        self.check("state", name, id, t, &mut Bindings::new())?;
+        self.states.insert(
+            name.to_string(),
+            (
+                AlignedBytes::from_slice(&tensor_bytes(t)),
+                t.shape().to_vec(),
+            ),
+        );
+        Ok(())
+    }
+
+    /// A state's current value.
+    pub fn state(&self, name: &str) -> Option<Tensor> {
+        let id = self.find("state", name).ok()?;
+        let (bytes, shape) = self.states.get(name)?;
+        tensor_from_bytes(
+            self.schedule.buffers[id.0 as usize].dtype,
+            shape.clone(),
+            bytes.as_slice(),
+        )
+    }
+
+    /// Runs the graph on `inputs` with `bindings` (symbols not bound are inferred from the
+    /// shapes of inputs and states); returns the outputs by name and updates the states.
+    pub fn run(
+        &mut self,
+        inputs: &[(&str, &Tensor)],
+        bindings: &Bindings,
+    ) -> Result<Vec<(String, Tensor)>, CpuError> {
+        let mut b = bindings.clone();
+        let mut input_bufs: HashMap<BufferId, AlignedBytes> = HashMap::new();
+        for (name, t) in inputs {
+            let id = self.find("input", name)?;
+            self.check("input", name, id, t, &mut b)?;
+            input_bufs.insert(id, AlignedBytes::from_slice(&tensor_bytes(t)));
+        }
+        for info in &self.schedule.buffers {
+            match &info.kind {
+                BufferKind::Input(n) if !input_bufs.contains_key(&info.id) => {
+                    return Err(CpuError::Missing {
+                        kind: "input",
+                        name: n.clone(),
+                    })
+                }
+                BufferKind::State(n) => {
+                    let Some((_, shape)) = self.states.get(n) else {
+                        return Err(CpuError::Missing {
+                            kind: "state",
+                            name: n.clone(),
+                        });
+                    };
+                    for (d, &v) in info.shape.dims().iter().zip(shape) {
+                        if let Some(sym) = d.as_symbol() {
+                            if b.get(sym).is_none() {
+                                b.set(sym, v as i64);
+                            }
+                        }
+                    }
+                }
+                BufferKind::Param(n) if !self.weights.contains_key(&info.id) => {
+                    return Err(CpuError::Missing {
+                        kind: "param",
+                        name: n.clone(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        if !self.derived_ready {
+            self.run_load_time()?;
+        }
+        // Outputs (and new state values) get fresh buffers; intermediates live in the arena.
+        let mut outputs: HashMap<BufferId, AlignedBytes> = HashMap::new();
+        for info in &self.schedule.buffers {
+            if info.kind == BufferKind::Output {
+                let n = bytes_of(info.dtype, &info.size, &b)?;
+                outputs.insert(info.id, AlignedBytes::zeroed(n));
+            }
+        }
+        let resolved = self.plan.resolve(&b)?;
+        self.arena.reserve_len(resolved.arena_bytes as usize);
+        let arena = self.arena.as_mut_ptr();
+        let mut ptrs: Vec<(*mut u8, usize)> =
+            vec![(std::ptr::null_mut(), 0); self.schedule.buffers.len()];
+        for (id, off, size) in &resolved.arena_buffers {
+            // SAFETY: the plan keeps every arena buffer inside `arena_bytes`.
+            ptrs[id.0] = (unsafe { arena.add(*off as usize) }, *size as usize);
+        }
+        let mut scratch: HashMap<BufferId, AlignedBytes> = HashMap::new();
+        for info in &self.schedule.buffers {
+            let slot = &mut ptrs[info.id.0 as usize];
+            let ext = match &info.kind {
+                BufferKind::Input(_) => input_bufs.get_mut(&info.id),
+                BufferKind::Output => outputs.get_mut(&info.id),
+                BufferKind::Param(_) | BufferKind::Constant(_) | BufferKind::Derived => {
+                    self.weights.get_mut(&info.id)
+                }
+                BufferKind::State(n) => self.states.get_mut(n).map(|(bytes, _)| bytes),
+                BufferKind::Intermediate | BufferKind::Scratch => None,
+            };
+            if let Some(bytes) = ext {
+                *slot = (bytes.as_mut_ptr(), bytes.len());
+            } else if slot.0.is_null() {
+                // An intermediate the plan left out (unused) or scratch: own storage.
+                let n = bytes_of(info.dtype, &info.size, &b)?;
+                let s = scratch
+                    .entry(info.id)
+                    .or_insert_with(|| AlignedBytes::zeroed(n));
+                *slot = (s.as_mut_ptr(), s.len());
+            }
+        }
+        for i in 0..self.schedule.launches.len() {
+            let launch = self.schedule.launches[i].clone();
+            self.launch(&launch, &ptrs, &b)?;
+        }
+        let mut result = Vec::new();
+        for (name, id) in &self.schedule.outputs {
+            result.push((name.clone(), self.fetch(*id, &outputs, &b)?));
+        }
+        for (name, id) in &self.schedule.state_updates.clone() {
+            let info = &self.schedule.buffers[id.0 as usize];
+            let shape = eval_shape(&info.shape, &b)?;
+            let bytes = match outputs.remove(id) {
+                Some(bytes) => bytes,
+                None => AlignedBytes::from_slice(&tensor_bytes(&self.fetch(*id, &outputs, &b)?)),
+            };
+            self.states.insert(name.clone(), (bytes, shape));
+        }
+        Ok(result)
+    }
+
+    fn fetch(
+        &self,
+        id: BufferId,
+        outputs: &HashMap<BufferId, AlignedBytes>,
+        b: &Bindings,
+    ) -> Result<Tensor, CpuError> {
+        let info = &self.schedule.buffers[id.0 as usize];
+        let shape = eval_shape(&info.shape, b)?;
+        let bytes = match &info.kind {
+            BufferKind::Output => outputs.get(&id).map(|x| x.as_slice()),
+            BufferKind::State(n) => self.states.get(n).map(|(x, _)| x.as_slice()),
+            _ => self.weights.get(&id).map(|x| x.as_slice()),
+        };
+        bytes
+            .and_then(|bytes| tensor_from_bytes(info.dtype, shape.clone(), bytes))
+            .ok_or_else(|| CpuError::Mismatch {
+                kind: "output",
+                name: format!("b{}", id.0),
+                expected: format!("{}{:?}", info.dtype, shape),
+                got: "a buffer of another size".into(),
+            })
+    }
+
+    /// Runs the load-time kernels (params to derived weights), once per set of weights.
+    fn run_load_time(&mut self) -> Result<(), CpuError> {
+        let b = Bindings::new();
+        for info in &self.schedule.buffers {
+            if info.kind == BufferKind::Derived && !self.weights.contains_key(&info.id) {
+                let n = bytes_of(info.dtype, &info.size, &b)?;
+                self.weights.insert(info.id, AlignedBytes::zeroed(n));
+            }
+        }
+        let mut ptrs: Vec<(*mut u8, usize)> =
+            vec![(std::ptr::null_mut(), 0); self.schedule.buffers.len()];
+        for (id, bytes) in self.weights.iter_mut() {
+            ptrs[id.0 as usize] = (bytes.as_mut_ptr(), bytes.len());
+        }
+        for launch in self.schedule.load_time.clone() {
+            self.launch(&launch, &ptrs, &b)?;
+        }
+        self.derived_ready = true;
+        Ok(())
+    }
+
+    fn launch(
+        &self,
+        launch: &Launch,
+        ptrs: &[(*mut u8, usize)],
+        b: &Bindings,
+    ) -> Result<(), CpuError> {
+        let kernel = &self.schedule.kernels[launch.kernel];
+        let jit = &self.kernels[launch.kernel];
+        let mut args: Vec<*mut u8> = Vec::with_capacity(kernel.params.len());
+        for p in &kernel.params {
+            let (ptr, have) = ptrs[p.id.0 as usize];
+            let need = bytes_of(p.dtype, &p.len, b)?;
+            if ptr.is_null() || have < need {
+                return Err(CpuError::BufferTooSmall {
+                    kernel: kernel.name.clone(),
+                    buffer: p.id.0,
+                    have: if ptr.is_null() { 0 } else { have },
+                    need,
+                });
+            }
+            args.push(ptr);
+        }
+        let syms = kernel
+            .symbols
+            .iter()
+            .map(|s| Dim::symbol(s).eval(b))
+            .collect::<Result<Vec<i64>, _>>()?;
+        let total = match &jit.parallel {
+            Some(d) => d.eval(b)?.max(0),
+            None => 1,
+        };
+        let chunks = if jit.parallel.is_some()
+            && self.threads > 1
+            && (total as u64).saturating_mul(work_per_item(kernel, b)) >= MIN_PARALLEL_WORK
+        {
+            (self.threads as i64).min(total)
+        } else {
+            1
+        };
+        let entry = jit.entry;
+        let (a, s) = (SendPtr(args.as_ptr()), SendPtr(syms.as_ptr()));
+        let status = if chunks <= 1 {
+            let mut status = 0i64;
+            // SAFETY: `args` hold buffers at least as large as the kernel's parameters
+            // declare, `syms` its symbols in order; the ABI is `KernelFn`'s.
+            unsafe { entry(a.0, s.0, 0, total, &mut status) };
+            status
+        } else {
+            use rayon::prelude::*;
+            self.pool.install(|| {
+                (0..chunks)
+                    .into_par_iter()
+                    .map(|c| {
+                        let (lo, hi) = (total * c / chunks, total * (c + 1) / chunks);
+                        let mut status = 0i64;
+                        let (a, s) = (a, s);
+                        // SAFETY: as above; chunks cover disjoint ranges of the parallel
+                        // nest, whose iterations write disjoint elements.
+                        unsafe { entry(a.0, s.0, lo, hi, &mut status) };
+                        status
+                    })
+                    .max()
+                    .unwrap_or(0)
+            })
+        };
+        if status != 0 {
+            return Err(CpuError::IndexOutOfRange {
+                kernel: kernel.name.clone(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of `elements` values of `dtype`.
+fn bytes_of(dtype: DType, elements: &Dim, b: &Bindings) -> Result<usize, CpuError> {
+    let n = elements.eval(b)?.max(0) as usize;
+    Ok(match dtype {
+        DType::Quant(q) => n.div_ceil(q.block_size()) * q.block_bytes(),
+        d => n * d.size_bytes().unwrap_or(1),
+    })
+}
+
+fn eval_shape(shape: &kiln_ir::Shape, b: &Bindings) -> Result<Vec<usize>, CpuError> {
+    Ok(shape
+        .dims()
+        .iter()
+        .map(|d| d.eval(b).map(|v| v.max(0) as usize))
+        .collect::<Result<Vec<_>, _>>()?)
+}

@@ -1,0 +1,8 @@
+//! The `cpu` device: kernels compiled to native code by the Cranelift backend
+//! ([`kiln_compiler::backend::cpu`]), run over host memory on a thread pool.
+
+mod bytes;
+mod executable;
+
+pub use bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
+pub use executable::{CpuError, CpuExecutable, CpuOptions};
