@@ -2,12 +2,15 @@
 //!
 //! - [`codegen`]: one kernel to one Cranelift function (the kernel ABI is documented there).
 //! - [`jit`]: JIT compilation into executable memory with a process-wide code cache.
+//! - [`matmul`]: matmul kernels split into generated packing/epilogue code around
+//!   micro-kernels.
 //! - [`parallel`]: which loops are split across threads.
 //! - [`scalar`]: the helper functions generated code calls.
 //! - [`normalize`]: a kernel's identity for the cache.
 
 pub mod codegen;
 pub mod jit;
+pub mod matmul;
 pub mod normalize;
 pub mod parallel;
 pub mod scalar;
