@@ -49,6 +49,7 @@ fn matmul_softmax_rmsnorm() {
             let c = compile(&g, opt).unwrap();
             for threads in [1, 2] {
                 let mut exe = CpuExecutable::new(&c, &CpuOptions { threads }).unwrap();
+                assert_eq!(exe.split_matmuls(), 1);
                 exe.set_param("w", &wt).unwrap();
                 let got = exe.run(&[("x", &xt)], &Bindings::new()).unwrap();
                 let a = want.outputs[0].1.to_f64_vec().unwrap();
@@ -60,4 +61,77 @@ fn matmul_softmax_rmsnorm() {
             }
         }
     }
+}
+
+/// A matmul against a block-quantized weight runs through the quantized micro-kernels and
+/// stays within the activation-quantization error of the interpreter's exact product.
+#[test]
+fn quantized_weight_matmul() {
+    use kiln_ir::QuantType;
+    for q in QuantType::ALL {
+        let (n, k) = (37usize, 2 * 256usize);
+        let mut g = Graph::new();
+        let x = g
+            .input(
+                "x",
+                DType::F32,
+                Shape::new([Dim::from("m"), Dim::from(k as i64)]),
+            )
+            .unwrap();
+        let w = g
+            .param("w", DType::Quant(q), Shape::new([n as i64, k as i64]))
+            .unwrap();
+        let y = g.matmul_t(x, w, false, true).unwrap();
+        g.set_output("y", y).unwrap();
+        let bytes = random_blocks(q, n * k);
+        let wt = Tensor::quantized(q, vec![n, k], bytes).unwrap();
+        let c = compile(&g, None).unwrap();
+        let mut exe = CpuExecutable::new(&c, &CpuOptions { threads: 2 }).unwrap();
+        assert_eq!(exe.split_matmuls(), 1);
+        exe.set_param("w", &wt).unwrap();
+        for m in [1usize, 5, 70] {
+            let xt = Tensor::from_vec(vec![m, k], rand(m * k, m as u64 + 3)).unwrap();
+            let mut env = Env::new();
+            env.set_input("x", xt.clone());
+            env.set_param("w", wt.clone());
+            let want = run(&g, &env).unwrap().outputs[0].1.to_f64_vec().unwrap();
+            let got = exe.run(&[("x", &xt)], &Bindings::new()).unwrap()[0]
+                .1
+                .to_f64_vec()
+                .unwrap();
+            let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1.0);
+            for (i, (a, b)) in want.iter().zip(&got).enumerate() {
+                assert!((a - b).abs() <= 0.02 * scale, "{q:?} m={m} {i}: {a} vs {b}");
+            }
+        }
+    }
+}
+
+/// Random valid blocks: random quant bytes with small finite f16 (or f32) scales.
+fn random_blocks(q: kiln_ir::QuantType, elements: usize) -> Vec<u8> {
+    use kiln_ir::QuantType as Q;
+    let raw: Vec<u8> = rand(q.bytes_for(elements).unwrap(), 77)
+        .iter()
+        .map(|v| ((v + 1.0) * 127.9) as u8)
+        .collect();
+    let mut bytes = raw;
+    let scales = rand(bytes.len(), 5);
+    let fields: &[usize] = match q {
+        Q::Q4_0 | Q::Q5_0 | Q::Q8_0 => &[0],
+        Q::Q4_1 | Q::Q5_1 | Q::Q4_K | Q::Q5_K => &[0, 2],
+        Q::Q2_K => &[80, 82],
+        Q::Q3_K => &[108],
+        Q::Q6_K => &[208],
+        Q::Q8_K => &[],
+    };
+    for (i, block) in bytes.chunks_exact_mut(q.block_bytes()).enumerate() {
+        for &off in fields {
+            let v = half::f16::from_f32(scales[i % scales.len()] * 0.05);
+            block[off..off + 2].copy_from_slice(&v.to_bits().to_le_bytes());
+        }
+        if q == Q::Q8_K {
+            block[..4].copy_from_slice(&(scales[i] * 0.01).to_le_bytes());
+        }
+    }
+    bytes
 }

@@ -3,6 +3,8 @@
 //! persistent state buffers, and parallel loops split across a thread pool.
 
 use super::bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
+use super::gemm::{derived_kernels, run_gemm, GemmError, GemmKernel};
+use kiln_compiler::backend::cpu::matmul::plan_matmul;
 use kiln_compiler::backend::cpu::parallel::work_per_item;
 use kiln_compiler::backend::cpu::{compile_kernels, CodegenError, JitKernel};
 use kiln_compiler::loop_ir::BufferId;
@@ -95,6 +97,8 @@ pub struct CpuExecutable {
     schedule: Schedule,
     plan: MemoryPlan,
     kernels: Vec<Arc<JitKernel>>,
+    /// Per kernel: its split form when it is a matmul the micro-kernels can run.
+    gemms: Vec<Option<GemmKernel>>,
     pool: rayon::ThreadPool,
     threads: usize,
     /// Params, constants and load-time results, by buffer.
@@ -120,6 +124,13 @@ impl CpuExecutable {
     /// prepares its constants.
     pub fn new(compiled: &Compiled, options: &CpuOptions) -> Result<CpuExecutable, CpuError> {
         let kernels = compile_kernels(&compiled.schedule.kernels)?;
+        let plans: Vec<_> = compiled.schedule.kernels.iter().map(plan_matmul).collect();
+        let derived: Vec<_> = plans.iter().flatten().flat_map(derived_kernels).collect();
+        let mut derived = compile_kernels(&derived)?.into_iter();
+        let gemms = plans
+            .into_iter()
+            .map(|p| p.map(|p| GemmKernel::new(p, &mut derived)))
+            .collect();
         let threads = if options.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -140,6 +151,7 @@ impl CpuExecutable {
             schedule: compiled.schedule.clone(),
             plan: compiled.memory.clone(),
             kernels,
+            gemms,
             pool,
             threads,
             weights,
@@ -152,6 +164,12 @@ impl CpuExecutable {
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// How many kernels run as split matmuls (generated packing and epilogue around a
+    /// micro-kernel) rather than as one generated function.
+    pub fn split_matmuls(&self) -> usize {
+        self.gemms.iter().flatten().count()
     }
 
     /// The schedule being run.
@@ -427,6 +445,24 @@ impl CpuExecutable {
             .iter()
             .map(|s| Dim::symbol(s).eval(b))
             .collect::<Result<Vec<i64>, _>>()?;
+        if let Some(g) = &self.gemms[launch.kernel] {
+            let with_len: Vec<(*mut u8, usize)> = args.iter().map(|&p| (p, 0)).collect();
+            return run_gemm(
+                g,
+                kernel,
+                &with_len,
+                &syms,
+                b,
+                Some(&self.pool),
+                self.threads,
+            )
+            .map_err(|e| match e {
+                GemmError::Dim(d) => CpuError::Dim(d),
+                GemmError::Index => CpuError::IndexOutOfRange {
+                    kernel: kernel.name.clone(),
+                },
+            });
+        }
         let total = match &jit.parallel {
             Some(d) => d.eval(b)?.max(0),
             None => 1,

@@ -3,6 +3,7 @@
 
 mod bytes;
 mod executable;
+mod gemm;
 
 pub use bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
 pub use executable::{CpuError, CpuExecutable, CpuOptions};

@@ -110,7 +110,10 @@ pub fn plan_matmul(kernel: &Kernel) -> Option<MatmulPlan> {
     let mut body = &kernel.body;
     while let [Stmt::Loop(l)] = body.as_slice() {
         if l.annot.kind != LoopKind::Parallel
-            || l.extent.symbols().iter().any(|s| nest.iter().any(|o| &o.var == s))
+            || l.extent
+                .symbols()
+                .iter()
+                .any(|s| nest.iter().any(|o| &o.var == s))
         {
             return None;
         }
@@ -144,8 +147,13 @@ pub fn plan_matmul(kernel: &Kernel) -> Option<MatmulPlan> {
         if let Some((acc, k, x, y)) = contraction(&col.body[i..]) {
             let p = phases.len();
             // X must not depend on the column, Y not on the row.
-            if !operand_ok(x, &kernel.symbols, &batch_vars, row.map(|r| r.var.as_str()), &k.var)
-                || !operand_ok(y, &kernel.symbols, &batch_vars, Some(&col.var), &k.var)
+            if !operand_ok(
+                x,
+                &kernel.symbols,
+                &batch_vars,
+                row.map(|r| r.var.as_str()),
+                &k.var,
+            ) || !operand_ok(y, &kernel.symbols, &batch_vars, Some(&col.var), &k.var)
                 || x.dtype() == DType::F64
                 || y.dtype() == DType::F64
             {
@@ -281,8 +289,13 @@ fn contraction(body: &[Stmt]) -> Option<(&str, &Loop, &Expr, &Expr)> {
     else {
         return None;
     };
-    let (Expr::Cast { to: DType::F64, x }, Expr::Cast { to: DType::F64, x: y }) =
-        (xa.as_ref(), yb.as_ref())
+    let (
+        Expr::Cast { to: DType::F64, x },
+        Expr::Cast {
+            to: DType::F64,
+            x: y,
+        },
+    ) = (xa.as_ref(), yb.as_ref())
     else {
         return None;
     };
@@ -379,8 +392,11 @@ fn direct_operand(y: &Expr, col: &str, k: &str, kext: &Dim) -> Option<BOperand> 
 /// polynomials whose every coefficient is a multiple).
 fn block_aligned(q: QuantType, dims: &[&Dim]) -> bool {
     let bs = q.block_size() as i64;
-    dims.iter()
-        .all(|d| d.terms().iter().all(|t| t.coefficient % bs == 0 && is_poly(t)))
+    dims.iter().all(|d| {
+        d.terms()
+            .iter()
+            .all(|t| t.coefficient % bs == 0 && is_poly(t))
+    })
 }
 
 fn is_poly(t: &kiln_ir::DimTerm<'_>) -> bool {

@@ -1,0 +1,299 @@
+//! Runs a matmul kernel split by [`kiln_compiler::backend::cpu::matmul`]: tasks of
+//! (batch, row block, column block) on the thread pool, each packing A with generated code,
+//! multiplying with a micro-kernel of `kiln-cpu-kernels` (f32 GEMM, or integer dots against
+//! quantized activations for block-quantized weights) and storing through the generated
+//! epilogue.
+
+use kiln_compiler::backend::cpu::matmul::{BOperand, MatmulPlan};
+use kiln_compiler::backend::cpu::JitKernel;
+use kiln_compiler::loop_ir::{BufferId, Kernel};
+use kiln_cpu_kernels as mk;
+use kiln_ir::{Bindings, DType, DimError};
+use std::cell::RefCell;
+use std::sync::Arc;
+
+/// A matmul kernel's plan and its compiled derived kernels.
+pub(crate) struct GemmKernel {
+    pub plan: MatmulPlan,
+    pub pack_a: Vec<Arc<JitKernel>>,
+    pub pack_b: Vec<Option<Arc<JitKernel>>>,
+    pub epilogue: Arc<JitKernel>,
+}
+
+/// Kernels of a plan in compile order: per phase pack A (and pack B when packed), then the
+/// epilogue.
+pub(crate) fn derived_kernels(plan: &MatmulPlan) -> Vec<Kernel> {
+    let mut out = Vec::new();
+    for p in &plan.phases {
+        out.push(p.pack_a.clone());
+        if let BOperand::Packed(k) = &p.b {
+            out.push(k.clone());
+        }
+    }
+    out.push(plan.epilogue.clone());
+    out
+}
+
+impl GemmKernel {
+    /// Pairs a plan with its compiled kernels (in [`derived_kernels`] order).
+    pub fn new(plan: MatmulPlan, compiled: &mut impl Iterator<Item = Arc<JitKernel>>) -> Self {
+        let mut pack_a = Vec::new();
+        let mut pack_b = Vec::new();
+        for p in &plan.phases {
+            pack_a.push(
+                compiled
+                    .next()
+                    .expect("one compiled kernel per derived kernel"),
+            );
+            pack_b.push(match p.b {
+                BOperand::Packed(_) => compiled.next(),
+                BOperand::Direct { .. } => None,
+            });
+        }
+        let epilogue = compiled.next().expect("the epilogue");
+        GemmKernel {
+            plan,
+            pack_a,
+            pack_b,
+            epilogue,
+        }
+    }
+}
+
+/// Rows per task.
+const ROW_BLOCK: i64 = 64;
+/// Columns per task when there is enough parallelism over rows and batches.
+const COL_BLOCK: i64 = 256;
+
+/// Per-thread scratch: packed A, packed B, tiles, quantized A.
+type Scratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<u8>);
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// Pointers shared with worker threads (buffers outlive the launch; tasks write disjoint
+/// elements of the outputs and only their own scratch).
+#[derive(Clone, Copy)]
+struct Shared(*const (*mut u8, usize));
+// SAFETY: see the type's docs.
+unsafe impl Send for Shared {}
+// SAFETY: see the type's docs.
+unsafe impl Sync for Shared {}
+
+/// Why a matmul launch failed.
+pub(crate) enum GemmError {
+    Dim(DimError),
+    /// A data-dependent index was out of range (a generated kernel's status).
+    Index,
+}
+
+impl From<DimError> for GemmError {
+    fn from(e: DimError) -> Self {
+        GemmError::Dim(e)
+    }
+}
+
+/// Runs `g` (for `kernel`, whose parameters' buffers are `ptrs[param index]`) with symbol
+/// values `syms` (in `kernel.symbols` order) and bindings `b`.
+pub(crate) fn run_gemm(
+    g: &GemmKernel,
+    kernel: &Kernel,
+    args: &[(*mut u8, usize)],
+    syms: &[i64],
+    b: &Bindings,
+    pool: Option<&rayon::ThreadPool>,
+    threads: usize,
+) -> Result<(), GemmError> {
+    let plan = &g.plan;
+    let batch: Vec<i64> = plan
+        .batch
+        .iter()
+        .map(|d| d.eval(b).map(|v| v.max(0)))
+        .collect::<Result<_, _>>()?;
+    let (rows, cols) = (plan.rows.eval(b)?.max(0), plan.cols.eval(b)?.max(0));
+    let ks: Vec<i64> = plan
+        .phases
+        .iter()
+        .map(|p| p.k.eval(b).map(|v| v.max(0)))
+        .collect::<Result<_, _>>()?;
+    let nbatch: i64 = batch.iter().product();
+    if nbatch == 0 || rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    let mb = rows.min(ROW_BLOCK);
+    let row_blocks = (rows + mb - 1) / mb;
+    let outer = nbatch * row_blocks;
+    let want = 4 * threads as i64;
+    let nb = if outer >= want {
+        COL_BLOCK.min(cols)
+    } else {
+        let chunks = (want + outer - 1) / outer;
+        (((cols + chunks - 1) / chunks + 15) / 16 * 16)
+            .clamp(16, COL_BLOCK)
+            .min(cols)
+    };
+    let col_blocks = (cols + nb - 1) / nb;
+    let tasks = outer * col_blocks;
+
+    // Direct B operands: (base pointer per batch index is computed per task).
+    let param_index = |id: BufferId| kernel.params.iter().position(|p| p.id == id);
+    let shared = Shared(args.as_ptr());
+    let flops: i64 = ks.iter().sum::<i64>() * rows * cols * nbatch;
+
+    let task = |t: i64| -> Result<i64, GemmError> {
+        let args = shared;
+        // SAFETY: `args` has one entry per kernel parameter and outlives the launch.
+        let args = unsafe { std::slice::from_raw_parts(args.0, kernel.params.len()) };
+        let bi = t / (row_blocks * col_blocks);
+        let rb = (t / col_blocks) % row_blocks;
+        let cb = t % col_blocks;
+        let (r0, c0) = (rb * mb, cb * nb);
+        let (rn, cn) = (mb.min(rows - r0), nb.min(cols - c0));
+        let mut bvals = vec![0i64; batch.len()];
+        let mut rest = bi;
+        for i in (0..batch.len()).rev() {
+            bvals[i] = rest % batch[i];
+            rest /= batch[i];
+        }
+        let mut s: Vec<i64> = syms.to_vec();
+        s.extend(&bvals);
+        s.extend([r0, rn, c0, cn]);
+        let mut status = 0i64;
+        SCRATCH.with(|scratch| -> Result<(), GemmError> {
+            let mut scratch = scratch.borrow_mut();
+            let (pa, pb, tiles, qa) = &mut *scratch;
+            let tile_len = (rn * cn) as usize;
+            tiles.resize(tile_len * plan.phases.len(), 0.0);
+            let base_args: Vec<*mut u8> = args.iter().map(|a| a.0).collect();
+            for (p, phase) in plan.phases.iter().enumerate() {
+                let k = ks[p] as usize;
+                pa.resize(rn as usize * k, 0.0);
+                let mut a_args = base_args.clone();
+                a_args.push(pa.as_mut_ptr().cast());
+                // SAFETY: the pack kernel's parameters are the matmul kernel's plus the
+                // panel, which holds `rn * k` f32; symbols are in `plan.symbols` order.
+                unsafe { (g.pack_a[p].entry)(a_args.as_ptr(), s.as_ptr(), 0, rn, &mut status) };
+                let tile = tiles[p * tile_len..].as_mut_ptr();
+                match &phase.b {
+                    BOperand::Packed(_) => {
+                        pb.resize(cn as usize * k, 0.0);
+                        let mut b_args = base_args.clone();
+                        b_args.push(pb.as_mut_ptr().cast());
+                        let pack = g.pack_b[p].as_ref().expect("a packed operand has a kernel");
+                        // SAFETY: as for pack A, with `cn * k` f32.
+                        unsafe { (pack.entry)(b_args.as_ptr(), s.as_ptr(), 0, cn, &mut status) };
+                        // SAFETY: panels and tile hold the elements the call touches.
+                        unsafe {
+                            mk::gemm_nt_f32(
+                                rn as usize,
+                                cn as usize,
+                                k,
+                                pa.as_ptr(),
+                                k,
+                                pb.as_ptr(),
+                                k,
+                                tile,
+                                cn as usize,
+                            )
+                        };
+                    }
+                    BOperand::Direct {
+                        buffer,
+                        dtype,
+                        base,
+                        ld,
+                    } => {
+                        let mut bb = b.clone();
+                        for (v, x) in plan.batch_vars.iter().zip(&bvals) {
+                            bb.set(v, *x);
+                        }
+                        let (base, ld) = (base.eval(&bb)?, ld.eval(&bb)?);
+                        let i = param_index(*buffer).expect("a direct operand is a parameter");
+                        let buf = args[i].0;
+                        match dtype {
+                            DType::Quant(q) => {
+                                let (bs, bbytes) = (q.block_size() as i64, q.block_bytes() as i64);
+                                let at = mk::activation_type(*q);
+                                let a_stride = at.bytes_for(k).unwrap_or(0);
+                                qa.resize(a_stride * rn as usize, 0);
+                                for r in 0..rn as usize {
+                                    mk::quantize_activations(
+                                        *q,
+                                        &pa[r * k..(r + 1) * k],
+                                        &mut qa[r * a_stride..(r + 1) * a_stride],
+                                    );
+                                }
+                                let first = (base + ld * c0) / bs * bbytes;
+                                // SAFETY: the kernel reads these blocks (checked sizes);
+                                // block alignment of base, ld and k was proven by the plan.
+                                unsafe {
+                                    mk::gemm_nt_q(
+                                        *q,
+                                        rn as usize,
+                                        cn as usize,
+                                        k,
+                                        qa.as_ptr(),
+                                        a_stride,
+                                        buf.add(first as usize),
+                                        (ld / bs * bbytes) as usize,
+                                        tile,
+                                        cn as usize,
+                                    )
+                                };
+                            }
+                            _ => {
+                                let first = (base + ld * c0) as usize;
+                                // SAFETY: as above, f32 elements.
+                                unsafe {
+                                    mk::gemm_nt_f32(
+                                        rn as usize,
+                                        cn as usize,
+                                        k,
+                                        pa.as_ptr(),
+                                        k,
+                                        buf.cast::<f32>().add(first),
+                                        ld as usize,
+                                        tile,
+                                        cn as usize,
+                                    )
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+            let mut e_args = base_args;
+            for p in 0..plan.phases.len() {
+                e_args.push(tiles[p * tile_len..].as_mut_ptr().cast());
+            }
+            // SAFETY: the epilogue's parameters are the kernel's plus one tile per phase.
+            unsafe { (g.epilogue.entry)(e_args.as_ptr(), s.as_ptr(), 0, rn, &mut status) };
+            Ok(())
+        })?;
+        Ok(status)
+    };
+    let status = match pool {
+        Some(pool) if threads > 1 && tasks > 1 && flops >= 1 << 16 => {
+            use rayon::prelude::*;
+            pool.install(|| {
+                (0..tasks)
+                    .into_par_iter()
+                    .map(task)
+                    .try_reduce(|| 0, |a, b| Ok(a.max(b)))
+            })?
+        }
+        _ => {
+            let mut st = 0;
+            for t in 0..tasks {
+                st = st.max(task(t)?);
+            }
+            st
+        }
+    };
+    if status != 0 {
+        return Err(GemmError::Index);
+    }
+    Ok(())
+}
