@@ -4,6 +4,7 @@
 //! - [`jit`]: JIT compilation into executable memory with a process-wide code cache.
 //! - [`matmul`]: matmul kernels split into generated packing/epilogue code around
 //!   micro-kernels.
+//! - [`object`]: ahead-of-time compilation of kernels into a relocatable object file.
 //! - [`parallel`]: which loops are split across threads.
 //! - [`scalar`]: the helper functions generated code calls.
 //! - [`normalize`]: a kernel's identity for the cache.
@@ -12,8 +13,10 @@ pub mod codegen;
 pub mod jit;
 pub mod matmul;
 pub mod normalize;
+pub mod object;
 pub mod parallel;
 pub mod scalar;
 
 pub use codegen::CodegenError;
 pub use jit::{compile_kernel, compile_kernels, JitKernel, KernelFn};
+pub use object::{emit_object, ObjectCode};
