@@ -42,9 +42,15 @@ fn threads() -> usize {
 fn gemm_graph(k: usize, n: usize, wdtype: DType, epilogue: bool) -> Graph {
     let mut g = Graph::new();
     let x = g
-        .input("x", DType::F32, Shape::new([Dim::from("m"), Dim::from(k as i64)]))
+        .input(
+            "x",
+            DType::F32,
+            Shape::new([Dim::from("m"), Dim::from(k as i64)]),
+        )
         .unwrap();
-    let w = g.param("w", wdtype, Shape::new([n as i64, k as i64])).unwrap();
+    let w = g
+        .param("w", wdtype, Shape::new([n as i64, k as i64]))
+        .unwrap();
     let mut y = g.matmul_t(x, w, false, true).unwrap();
     if epilogue {
         let b = g.param("b", DType::F32, Shape::new([n as i64])).unwrap();
@@ -83,7 +89,9 @@ fn executable(g: &Graph, params: &[(&str, Tensor)], threads: usize) -> CpuExecut
 fn gemm(c: &mut Criterion) {
     let threads = threads();
     let mut group = c.benchmark_group("backend_gemm");
-    group.sample_size(10).measurement_time(Duration::from_secs(3));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(3));
     group.warm_up_time(Duration::from_millis(500));
     let shapes: &[(usize, usize, usize)] = &[
         (512, 512, 512),
@@ -207,7 +215,9 @@ fn random_blocks(q: QuantType, elements: usize) -> Vec<u8> {
 fn qmatvec(c: &mut Criterion) {
     let threads = threads();
     let mut group = c.benchmark_group("backend_qmatvec");
-    group.sample_size(20).measurement_time(Duration::from_secs(2));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(2));
     group.warm_up_time(Duration::from_millis(500));
     for q in [QuantType::Q4_1, QuantType::Q4_K, QuantType::Q8_0] {
         for &(n, k) in &[(1536usize, 576usize), (576, 1536), (49152, 576)] {
@@ -228,18 +238,28 @@ fn qmatvec(c: &mut Criterion) {
 fn norms(c: &mut Criterion) {
     let threads = threads();
     let mut group = c.benchmark_group("backend_norm");
-    group.sample_size(20).measurement_time(Duration::from_secs(2));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(2));
     group.warm_up_time(Duration::from_millis(500));
     let (rows, width) = (512usize, 576usize);
     // RMSNorm: x * rsqrt(mean(x^2) + eps) * w
     let mut g = Graph::new();
     let x = g
-        .input("x", DType::F32, Shape::new([Dim::from("m"), Dim::from(width as i64)]))
+        .input(
+            "x",
+            DType::F32,
+            Shape::new([Dim::from("m"), Dim::from(width as i64)]),
+        )
         .unwrap();
-    let w = g.param("w", DType::F32, Shape::new([width as i64])).unwrap();
+    let w = g
+        .param("w", DType::F32, Shape::new([width as i64]))
+        .unwrap();
     let sq = g.mul(x, x).unwrap();
     let s = g.sum(sq, &[1], true).unwrap();
-    let inv = g.scalar(Scalar::Float(1.0 / width as f64), DType::F32).unwrap();
+    let inv = g
+        .scalar(Scalar::Float(1.0 / width as f64), DType::F32)
+        .unwrap();
     let mean = g.mul(s, inv).unwrap();
     let eps = g.scalar(Scalar::Float(1e-5), DType::F32).unwrap();
     let me = g.add(mean, eps).unwrap();
@@ -251,14 +271,19 @@ fn norms(c: &mut Criterion) {
     let mut exe = executable(&g, &[("w", wt)], threads);
     let xt = Tensor::from_vec(vec![rows, width], rand(rows * width, 9)).unwrap();
     group.throughput(Throughput::Bytes((2 * rows * width * 4) as u64));
-    group.bench_function(BenchmarkId::new("rmsnorm", format!("{rows}x{width}")), |bch| {
-        bch.iter(|| black_box(exe.run(&[("x", &xt)], &Bindings::new()).unwrap()))
-    });
+    group.bench_function(
+        BenchmarkId::new("rmsnorm", format!("{rows}x{width}")),
+        |bch| bch.iter(|| black_box(exe.run(&[("x", &xt)], &Bindings::new()).unwrap())),
+    );
     // Softmax over the last axis.
     let (rows, width) = (9 * 128usize, 512usize);
     let mut g = Graph::new();
     let x = g
-        .input("x", DType::F32, Shape::new([Dim::from("m"), Dim::from(width as i64)]))
+        .input(
+            "x",
+            DType::F32,
+            Shape::new([Dim::from("m"), Dim::from(width as i64)]),
+        )
         .unwrap();
     let mx = g.max(x, &[1], true).unwrap();
     let d = g.sub(x, mx).unwrap();
@@ -269,15 +294,18 @@ fn norms(c: &mut Criterion) {
     let mut exe = executable(&g, &[], threads);
     let xt = Tensor::from_vec(vec![rows, width], rand(rows * width, 10)).unwrap();
     group.throughput(Throughput::Bytes((2 * rows * width * 4) as u64));
-    group.bench_function(BenchmarkId::new("softmax", format!("{rows}x{width}")), |bch| {
-        bch.iter(|| black_box(exe.run(&[("x", &xt)], &Bindings::new()).unwrap()))
-    });
+    group.bench_function(
+        BenchmarkId::new("softmax", format!("{rows}x{width}")),
+        |bch| bch.iter(|| black_box(exe.run(&[("x", &xt)], &Bindings::new()).unwrap())),
+    );
     group.finish();
 }
 
 fn bandwidth(c: &mut Criterion) {
     let mut group = c.benchmark_group("bandwidth");
-    group.sample_size(10).measurement_time(Duration::from_secs(2));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(2));
     let n = 64 << 20; // 256 MiB of f32
     let v = vec![1.0f32; n];
     group.throughput(Throughput::Bytes((n * 4) as u64));

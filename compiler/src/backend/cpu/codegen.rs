@@ -22,6 +22,7 @@
 //! call the helpers of [`super::scalar`], which compute exactly what the interpreter does.
 //! Indices are `i64` arithmetic over the [`Dim`] canonical form with Python floor semantics.
 
+use super::math;
 use super::parallel::parallel_nest;
 use super::scalar::{binary_code, dtype_code, unary_code};
 use crate::loop_ir::{BufferId, Expr, Kernel, Stmt};
@@ -739,6 +740,22 @@ impl<'a, 'f, M: Module> Emitter<'a, 'f, M> {
                     let r = self.b.ins().select(lt, m1, r);
                     let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
                     self.b.ins().select(gt, one, r)
+                }
+                UnaryOp::Exp | UnaryOp::Tanh if d != DType::F64 => {
+                    // Inline, in f64, rounded once (see `math`).
+                    let w = self.b.ins().fpromote(types::F64, x);
+                    let r = if op == UnaryOp::Exp {
+                        math::exp_f64_for_f32(&mut self.b, w)
+                    } else {
+                        math::tanh_f64_for_f32(&mut self.b, w)
+                    };
+                    if d == DType::F32 {
+                        self.b.ins().fdemote(types::F32, r)
+                    } else {
+                        let c = self.code(dtype_code(d));
+                        let r = self.call("kiln_round_f64", &[c, r]);
+                        self.b.ins().fdemote(types::F32, r)
+                    }
                 }
                 UnaryOp::Not => return Err(self.unsupported("`not` of a float")),
                 _ => self.float_helper("kiln_unary_f64", unary_code(op), d, &[x]),

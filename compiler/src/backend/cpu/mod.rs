@@ -4,6 +4,7 @@
 //! - [`jit`]: JIT compilation into executable memory with a process-wide code cache.
 //! - [`matmul`]: matmul kernels split into generated packing/epilogue code around
 //!   micro-kernels.
+//! - [`math`]: inline exp/tanh for f32-held values.
 //! - [`object`]: ahead-of-time compilation of kernels into a relocatable object file.
 //! - [`parallel`]: which loops are split across threads.
 //! - [`scalar`]: the helper functions generated code calls.
@@ -11,6 +12,7 @@
 
 pub mod codegen;
 pub mod jit;
+pub mod math;
 pub mod matmul;
 pub mod normalize;
 pub mod object;
