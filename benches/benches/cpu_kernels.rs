@@ -124,6 +124,7 @@ fn weights(w: QuantType, rows: usize, k: usize) -> Vec<u8> {
     let scale = half::f16::from_f32(0.01).to_bits().to_le_bytes();
     let fields: &[usize] = match w {
         QuantType::Q4_1 | QuantType::Q4_K => &[0, 2],
+        QuantType::Q6_K => &[208],
         _ => &[0],
     };
     for block in out.chunks_exact_mut(w.block_bytes()) {
