@@ -18,6 +18,8 @@
 //! Compiled code calls the kernels by symbol name through the `extern "C"` wrappers in
 //! [`ffi`]; [`symbols`] lists them with their addresses for a JIT to register.
 
+#![deny(missing_docs)]
+
 pub mod activation_quant;
 pub mod dequant;
 pub mod dispatch;

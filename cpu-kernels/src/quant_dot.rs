@@ -18,6 +18,68 @@ use kiln_ir::quant::QuantType;
 
 use crate::dispatch::{isa, Isa};
 
+/// From this many activation rows on, [`gemm_nt_q`] multiplies in f32 (AVX2 path).
+pub const VIA_F32_MIN_M: usize = 16;
+
+/// Weight rows dequantized per f32 panel in the f32 route of [`gemm_nt_q`].
+#[cfg(target_arch = "x86_64")]
+const F32_PANEL_ROWS: usize = 256;
+
+/// [`gemm_nt_q`] through f32: dequantize the activations, then panels of weight rows, and
+/// multiply each panel with [`crate::gemm_nt_f32`].
+///
+/// # Safety
+/// Contract of [`gemm_nt_q`].
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_nt_q_via_f32(
+    w: QuantType,
+    m: usize,
+    n: usize,
+    k: usize,
+    act: *const u8,
+    a_stride: usize,
+    wq: *const u8,
+    w_stride: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    if k == 0 {
+        for i in 0..m {
+            // SAFETY: row i of C has n writable f32 (caller contract).
+            unsafe { std::ptr::write_bytes(c.add(i * ldc), 0, n) };
+        }
+        return;
+    }
+    let at = crate::activation_type(w);
+    let mut a = vec![0.0f32; m * k];
+    for (i, row) in a.chunks_exact_mut(k).enumerate() {
+        // SAFETY: activation row i holds `k` elements of `at` (caller contract); `row`
+        // holds k f32.
+        unsafe { crate::dequantize_row(at, k, act.add(i * a_stride), row.as_mut_ptr()) };
+    }
+    let rows = F32_PANEL_ROWS.min(n);
+    let mut panel = vec![0.0f32; rows * k];
+    let mut j0 = 0;
+    while j0 < n {
+        let r = rows.min(n - j0);
+        for t in 0..r {
+            // SAFETY: weight row j0 + t holds `k` elements of `w`; the panel row k f32.
+            unsafe {
+                crate::dequantize_row(
+                    w,
+                    k,
+                    wq.add((j0 + t) * w_stride),
+                    panel.as_mut_ptr().add(t * k),
+                )
+            };
+        }
+        // SAFETY: A is m×k, the panel r×k, and columns j0..j0 + r of C are writable.
+        unsafe { crate::gemm_nt_f32(m, r, k, a.as_ptr(), k, panel.as_ptr(), k, c.add(j0), ldc) };
+        j0 += r;
+    }
+}
+
 /// Checks that `k` is a whole number of blocks of `w` (and so of its activation type).
 fn check_k(w: QuantType, k: usize) {
     assert!(
@@ -52,6 +114,12 @@ pub unsafe fn vec_dot_q(w: QuantType, k: usize, w_row: *const u8, act_row: *cons
 /// `j < n`: `m` quantized activation rows (`a_stride` bytes apart) times `n` weight rows
 /// (`w_stride` bytes apart), transposed ("NT"); `C` is overwritten.
 ///
+/// Few activation rows (decode) run the integer dot products, four weight rows per pass
+/// over an activation row. From [`VIA_F32_MIN_M`] rows on (prefill) the AVX2 path instead
+/// dequantizes the activations and panels of weight rows to f32 and runs
+/// [`crate::gemm_nt_f32`]: the same products (of the same dequantized values) rounded
+/// differently, and measured faster on Zen 3 than the integer kernels at those sizes.
+///
 /// # Safety
 /// Each of the `m` activation rows and `n` weight rows must be readable as in
 /// [`vec_dot_q`], and `c` writable for rows `i < m` of `n` f32 at stride `ldc`, not
@@ -74,6 +142,11 @@ pub unsafe fn gemm_nt_q(
 ) {
     check_k(w, k);
     match isa() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: forwarded contract.
+        Isa::Avx2Fma if m >= VIA_F32_MIN_M => unsafe {
+            gemm_nt_q_via_f32(w, m, n, k, act, a_stride, wq, w_stride, c, ldc)
+        },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `vec_dot_q`.
         Isa::Avx2Fma => unsafe { avx2::gemm_nt_q(w, m, n, k, act, a_stride, wq, w_stride, c, ldc) },

@@ -314,6 +314,56 @@ fn gemm_nt_q_matches_looped_vec_dot() {
 }
 
 #[test]
+fn gemm_nt_q_prefill_route_matches_vec_dot() {
+    // From VIA_F32_MIN_M activation rows on, the AVX2 path multiplies dequantized values
+    // in f32: equal to the integer dots up to rounding.
+    let mut rng = Rng::new(31);
+    for w in QuantType::ALL {
+        let (m, n) = (kiln_cpu_kernels::quant_dot::VIA_F32_MIN_M + 3, 300);
+        let k = 2 * w.block_size();
+        let at = activation_type(w);
+        let (wb, ab) = (w.bytes_for(k).unwrap(), at.bytes_for(k).unwrap());
+        let wq: Vec<u8> = (0..n).flat_map(|_| random_row(&mut rng, w, k)).collect();
+        let act: Vec<u8> = (0..m).flat_map(|_| quantize(w, &rng.vec(k))).collect();
+        let mut c = vec![0.0f32; m * n];
+        // SAFETY: m activation rows, n weight rows, C m×n.
+        unsafe {
+            gemm_nt_q(
+                w,
+                m,
+                n,
+                k,
+                act.as_ptr(),
+                ab,
+                wq.as_ptr(),
+                wb,
+                c.as_mut_ptr(),
+                n,
+            )
+        };
+        for i in 0..m {
+            let ad = dequant(at, &act[i * ab..(i + 1) * ab]);
+            for j in 0..n {
+                let wd = dequant(w, &wq[j * wb..(j + 1) * wb]);
+                let mag: f64 = wd
+                    .iter()
+                    .zip(&ad)
+                    .map(|(x, y)| (f64::from(*x) * f64::from(*y)).abs())
+                    .sum();
+                // SAFETY: rows in bounds.
+                let want =
+                    unsafe { vec_dot_q(w, k, wq.as_ptr().add(j * wb), act.as_ptr().add(i * ab)) };
+                let got = c[i * n + j];
+                assert!(
+                    f64::from((got - want).abs()) <= 1e-5 * mag + 1e-12,
+                    "{w}: C[{i}][{j}] = {got}, vec_dot {want}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
 fn dispatched_and_portable_dots_agree() {
     let mut rng = Rng::new(77);
     for w in QuantType::ALL {

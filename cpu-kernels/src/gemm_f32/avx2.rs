@@ -3,7 +3,7 @@
 //! Two kernels:
 //!
 //! * **Packed** (most shapes): BLIS-style blocking. For each `KC`-deep slice of `k` and
-//!   `NC`-wide block of `n`, `B` is packed into 16-column panels (k-major: for each `p`,
+//!   `NC`-wide block of `n` (`k` up to 640 is not split), `B` is packed into 16-column panels (k-major: for each `p`,
 //!   16 consecutive columns) with 8×8 register transposes, and each `MC`-tall block of `A`
 //!   into 6-row panels (for each `p`, 6 consecutive rows). A 6×16 micro-kernel then keeps
 //!   its `C` tile in twelve ymm accumulators and per `p` does two loads of `B`, six
@@ -23,12 +23,16 @@ use crate::dot_f32::avx2::hsum;
 const MR: usize = 6;
 /// Columns of a packed `B` panel (micro-tile width, two ymm).
 const NR: usize = 16;
-/// Largest `k` slice packed at once.
-const KC: usize = 320;
+/// Largest `k` slice packed at once when `k` is split (a `KC × 16` panel of `B` is 16 KiB,
+/// half of L1).
+const KC: usize = 256;
+/// Up to this `k`, it is not split: one pass over `C` (LLM hidden sizes like 576 fit) is
+/// worth more than keeping the `B` panel entirely in L1 (measured on Zen 3).
+const KC_WHOLE: usize = 640;
 /// Largest block of `A` rows packed at once (a multiple of `MR`).
-const MC: usize = 144;
+const MC: usize = 72;
 /// Largest block of `B` columns packed at once (a multiple of `NR`).
-const NC: usize = 3072;
+const NC: usize = 1024;
 /// Below this many rows of `A`, the unpacked direct kernel is used.
 const DIRECT_MAX_M: usize = 4;
 
@@ -119,7 +123,11 @@ unsafe fn gemm_packed(
     c: *mut f32,
     ldc: usize,
 ) {
-    let kc_max = even_block(k, KC, 8);
+    let kc_max = if k <= KC_WHOLE {
+        k.div_ceil(8) * 8
+    } else {
+        even_block(k, KC, 8)
+    };
     let mc_max = even_block(m, MC, MR);
     let nc_max = even_block(n, NC, NR);
     PACK.with(|bufs| {
@@ -329,6 +337,13 @@ unsafe fn kernel_6x16(
     let mut c41 = _mm256_setzero_ps();
     let mut c50 = _mm256_setzero_ps();
     let mut c51 = _mm256_setzero_ps();
+    for r in 0..MR {
+        // SAFETY: prefetches never fault; the addresses are the tile's rows.
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(c.add(r * ldc + NR - 1) as *const i8);
+        }
+    }
     let mut pa = pa;
     let mut pb = pb;
     for _ in 0..kc {

@@ -1,8 +1,10 @@
 //! Portable integer dot products of GGUF weight blocks with quantized activations.
 //!
 //! One function per weight type, each a direct transcription of the block layout
-//! documented in `kiln_ir::quant`: integer products per (sub-)block, scaled in f32 once per
-//! block, the minimum terms of `Q2_K`/`Q4_K`/`Q5_K` taken from the `Q8_K` block sums.
+//! documented in `kiln_ir::quant`: a block's quants are decoded into an `i8` array (loops
+//! over the layout's natural chunks, which compilers vectorize), multiplied with the
+//! activation quants as integers per (sub-)block, and scaled in f32 once per block; the
+//! minimum terms of `Q2_K`/`Q4_K`/`Q5_K` come from the `Q8_K` block sums.
 
 use kiln_ir::quant::QuantType;
 
@@ -18,18 +20,6 @@ fn h(b: &[u8], off: usize) -> f32 {
 #[inline(always)]
 fn f(b: &[u8], off: usize) -> f32 {
     f32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
-}
-
-/// The `Q8_0` quants of an activation block as i32.
-#[inline(always)]
-fn y8(y: &[u8], i: usize) -> i32 {
-    i32::from(y[2 + i] as i8)
-}
-
-/// The `Q8_K` quant `i` of an activation block as i32.
-#[inline(always)]
-fn yk(y: &[u8], i: usize) -> i32 {
-    i32::from(y[4 + i] as i8)
 }
 
 /// The `Q8_K` block sum `s` (of quants `16 s .. 16 s + 16`).
@@ -99,64 +89,91 @@ pub unsafe fn gemm_nt_q(
     }
 }
 
-fn q4_0(x: &[u8], y: &[u8]) -> f32 {
-    let mut s = 0i32;
+/// Integer dot product of decoded weight quants with activation quant bytes.
+#[inline(always)]
+fn dot_i8(q: &[i8], y: &[u8]) -> i32 {
+    q.iter()
+        .zip(y)
+        .map(|(&a, &b)| i32::from(a) * i32::from(b as i8))
+        .sum()
+}
+
+/// Sum of activation quant bytes.
+#[inline(always)]
+fn sum_i8(y: &[u8]) -> i32 {
+    y.iter().map(|&b| i32::from(b as i8)).sum()
+}
+
+/// The 32 nibbles of 16 bytes, minus `offset`: low nibbles first, then high nibbles.
+#[inline(always)]
+fn nibbles(qs: &[u8], offset: i8) -> [i8; 32] {
+    let mut q = [0i8; 32];
     for i in 0..16 {
-        let b = x[2 + i];
-        s += (i32::from(b & 15) - 8) * y8(y, i) + (i32::from(b >> 4) - 8) * y8(y, i + 16);
+        q[i] = (qs[i] & 15) as i8 - offset;
+        q[i + 16] = (qs[i] >> 4) as i8 - offset;
     }
+    q
+}
+
+/// The 5-bit quants of `Q5_0`/`Q5_1` (nibbles at `qs`, high bits in `qh`), minus `offset`.
+#[inline(always)]
+fn quints(qs: &[u8], qh: u32, offset: i8) -> [i8; 32] {
+    let mut q = nibbles(qs, 0);
+    for (e, v) in q.iter_mut().enumerate() {
+        *v = (*v | ((((qh >> e) & 1) as i8) << 4)) - offset;
+    }
+    q
+}
+
+fn q4_0(x: &[u8], y: &[u8]) -> f32 {
+    let s = dot_i8(&nibbles(&x[2..18], 8), &y[2..34]);
     h(x, 0) * h(y, 0) * s as f32
 }
 
 fn q4_1(x: &[u8], y: &[u8]) -> f32 {
-    let (mut s, mut sy) = (0i32, 0i32);
-    for i in 0..16 {
-        let b = x[4 + i];
-        s += i32::from(b & 15) * y8(y, i) + i32::from(b >> 4) * y8(y, i + 16);
-        sy += y8(y, i) + y8(y, i + 16);
-    }
+    let s = dot_i8(&nibbles(&x[4..20], 0), &y[2..34]);
     let dy = h(y, 0);
-    h(x, 0) * dy * s as f32 + h(x, 2) * dy * sy as f32
-}
-
-/// The 5-bit quant `e` of a `Q5_0`/`Q5_1` block with high bits `qh` and nibbles at `qs`.
-#[inline(always)]
-fn q5(x: &[u8], qh: u32, qs: usize, e: usize) -> i32 {
-    let low = (x[qs + e % 16] >> (4 * (e / 16))) & 15;
-    i32::from(low) | (((qh >> e) & 1) << 4) as i32
+    h(x, 0) * dy * s as f32 + h(x, 2) * dy * sum_i8(&y[2..34]) as f32
 }
 
 fn q5_0(x: &[u8], y: &[u8]) -> f32 {
     let qh = u32::from_le_bytes([x[2], x[3], x[4], x[5]]);
-    let s: i32 = (0..32).map(|e| (q5(x, qh, 6, e) - 16) * y8(y, e)).sum();
+    let s = dot_i8(&quints(&x[6..22], qh, 16), &y[2..34]);
     h(x, 0) * h(y, 0) * s as f32
 }
 
 fn q5_1(x: &[u8], y: &[u8]) -> f32 {
     let qh = u32::from_le_bytes([x[4], x[5], x[6], x[7]]);
-    let s: i32 = (0..32).map(|e| q5(x, qh, 8, e) * y8(y, e)).sum();
-    let sy: i32 = (0..32).map(|e| y8(y, e)).sum();
+    let s = dot_i8(&quints(&x[8..24], qh, 0), &y[2..34]);
     let dy = h(y, 0);
-    h(x, 0) * dy * s as f32 + h(x, 2) * dy * sy as f32
+    h(x, 0) * dy * s as f32 + h(x, 2) * dy * sum_i8(&y[2..34]) as f32
 }
 
 fn q8_0(x: &[u8], y: &[u8]) -> f32 {
-    let s: i32 = (0..32).map(|e| i32::from(x[2 + e] as i8) * y8(y, e)).sum();
+    let s: i32 = x[2..34]
+        .iter()
+        .zip(&y[2..34])
+        .map(|(&a, &b)| i32::from(a as i8) * i32::from(b as i8))
+        .sum();
     h(x, 0) * h(y, 0) * s as f32
 }
 
 fn q2_k(x: &[u8], y: &[u8]) -> f32 {
+    let qs = &x[16..80];
+    let mut q = [0i8; 256];
+    for hh in 0..2 {
+        for g in 0..4 {
+            for l in 0..32 {
+                q[128 * hh + 32 * g + l] = ((qs[32 * hh + l] >> (2 * g)) & 3) as i8;
+            }
+        }
+    }
+    let yq = &y[4..260];
     let mut isum = 0i32;
     let mut summ = 0i32;
     for s in 0..16 {
         let sc = x[s];
-        let mut sub = 0i32;
-        for e in 16 * s..16 * s + 16 {
-            let (hh, r) = (e / 128, e % 128);
-            let q = (x[16 + 32 * hh + r % 32] >> (2 * (r / 32))) & 3;
-            sub += i32::from(q) * yk(y, e);
-        }
-        isum += i32::from(sc & 15) * sub;
+        isum += i32::from(sc & 15) * dot_i8(&q[16 * s..16 * s + 16], &yq[16 * s..16 * s + 16]);
         summ += i32::from(sc >> 4) * bsum(y, s);
     }
     let dy = f(y, 0);
@@ -164,20 +181,24 @@ fn q2_k(x: &[u8], y: &[u8]) -> f32 {
 }
 
 fn q3_k(x: &[u8], y: &[u8]) -> f32 {
+    let (hmask, qs) = (&x[0..32], &x[32..96]);
+    let mut q = [0i8; 256];
+    for hh in 0..2 {
+        for g in 0..4 {
+            for l in 0..32 {
+                let low = ((qs[32 * hh + l] >> (2 * g)) & 3) as i8;
+                let high_set = (hmask[l] >> (4 * hh + g)) & 1;
+                q[128 * hh + 32 * g + l] = low - 4 * (1 - high_set as i8);
+            }
+        }
+    }
+    let yq = &y[4..260];
     let mut isum = 0i32;
     for s in 0..16 {
         let low = (x[96 + s % 8] >> (4 * (s / 8))) & 15;
         let high = (x[104 + s % 4] >> (2 * (s / 4))) & 3;
         let scale = i32::from(low | (high << 4)) - 32;
-        let mut sub = 0i32;
-        for e in 16 * s..16 * s + 16 {
-            let (hh, r) = (e / 128, e % 128);
-            let low = i32::from((x[32 + 32 * hh + r % 32] >> (2 * (r / 32))) & 3);
-            let high_set = (x[e % 32] >> (e / 32)) & 1 == 1;
-            let q = if high_set { low } else { low - 4 };
-            sub += q * yk(y, e);
-        }
-        isum += scale * sub;
+        isum += scale * dot_i8(&q[16 * s..16 * s + 16], &yq[16 * s..16 * s + 16]);
     }
     f(y, 0) * h(x, 108) * isum as f32
 }
@@ -195,14 +216,14 @@ fn unpack_k4(p: &[u8]) -> ([u8; 8], [u8; 8]) {
     (sc, mn)
 }
 
-/// Shared by `Q4_K` and `Q5_K`: `quant(e)` gives the unsigned quant of element `e`.
-fn k4_like(x: &[u8], y: &[u8], quant: impl Fn(usize) -> i32) -> f32 {
+/// Shared by `Q4_K` and `Q5_K`, given the block's 256 decoded (unsigned) quants.
+fn k4_like(x: &[u8], y: &[u8], q: &[i8; 256]) -> f32 {
     let (sc, mn) = unpack_k4(&x[4..16]);
+    let yq = &y[4..260];
     let mut isum = 0i32;
     let mut summ = 0i32;
     for s in 0..8 {
-        let sub: i32 = (32 * s..32 * s + 32).map(|e| quant(e) * yk(y, e)).sum();
-        isum += i32::from(sc[s]) * sub;
+        isum += i32::from(sc[s]) * dot_i8(&q[32 * s..32 * s + 32], &yq[32 * s..32 * s + 32]);
         summ += i32::from(mn[s]) * (bsum(y, 2 * s) + bsum(y, 2 * s + 1));
     }
     let dy = f(y, 0);
@@ -210,39 +231,57 @@ fn k4_like(x: &[u8], y: &[u8], quant: impl Fn(usize) -> i32) -> f32 {
 }
 
 fn q4_k(x: &[u8], y: &[u8]) -> f32 {
-    k4_like(x, y, |e| {
-        let (c, r) = (e / 64, e % 64);
-        i32::from((x[16 + 32 * c + r % 32] >> (4 * (r / 32))) & 15)
-    })
+    let qs = &x[16..144];
+    let mut q = [0i8; 256];
+    for c in 0..4 {
+        for l in 0..32 {
+            q[64 * c + l] = (qs[32 * c + l] & 15) as i8;
+            q[64 * c + 32 + l] = (qs[32 * c + l] >> 4) as i8;
+        }
+    }
+    k4_like(x, y, &q)
 }
 
 fn q5_k(x: &[u8], y: &[u8]) -> f32 {
-    k4_like(x, y, |e| {
-        let (c, r) = (e / 64, e % 64);
-        let low = (x[48 + 32 * c + r % 32] >> (4 * (r / 32))) & 15;
-        let high = (x[16 + e % 32] >> (e / 32)) & 1;
-        i32::from(low | (high << 4))
-    })
+    let (qh, qs) = (&x[16..48], &x[48..176]);
+    let mut q = [0i8; 256];
+    for c in 0..4 {
+        for l in 0..32 {
+            let h0 = ((qh[l] >> (2 * c)) & 1) << 4;
+            let h1 = ((qh[l] >> (2 * c + 1)) & 1) << 4;
+            q[64 * c + l] = ((qs[32 * c + l] & 15) | h0) as i8;
+            q[64 * c + 32 + l] = ((qs[32 * c + l] >> 4) | h1) as i8;
+        }
+    }
+    k4_like(x, y, &q)
 }
 
 fn q6_k(x: &[u8], y: &[u8]) -> f32 {
+    let (ql, qh) = (&x[0..128], &x[128..192]);
+    let mut q = [0i8; 256];
+    for hh in 0..2 {
+        for g in 0..4 {
+            for l in 0..32 {
+                let low = (ql[64 * hh + 32 * (g % 2) + l] >> (4 * (g / 2))) & 15;
+                let high = (qh[32 * hh + l] >> (2 * g)) & 3;
+                q[128 * hh + 32 * g + l] = (low | (high << 4)) as i8 - 32;
+            }
+        }
+    }
+    let yq = &y[4..260];
     let mut isum = 0i32;
     for s in 0..16 {
-        let mut sub = 0i32;
-        for e in 16 * s..16 * s + 16 {
-            let (hh, r) = (e / 128, e % 128);
-            let (g, l) = (r / 32, r % 32);
-            let low = (x[64 * hh + 32 * (g % 2) + l] >> (4 * (g / 2))) & 15;
-            let high = (x[128 + 32 * hh + l] >> (2 * g)) & 3;
-            let q = i32::from(low | (high << 4)) - 32;
-            sub += q * yk(y, e);
-        }
-        isum += i32::from(x[192 + s] as i8) * sub;
+        let scale = i32::from(x[192 + s] as i8);
+        isum += scale * dot_i8(&q[16 * s..16 * s + 16], &yq[16 * s..16 * s + 16]);
     }
     f(y, 0) * h(x, 208) * isum as f32
 }
 
 fn q8_k(x: &[u8], y: &[u8]) -> f32 {
-    let s: i32 = (0..256).map(|e| i32::from(x[4 + e] as i8) * yk(y, e)).sum();
+    let s: i32 = x[4..260]
+        .iter()
+        .zip(&y[4..260])
+        .map(|(&a, &b)| i32::from(a as i8) * i32::from(b as i8))
+        .sum();
     f(x, 0) * f(y, 0) * s as f32
 }
