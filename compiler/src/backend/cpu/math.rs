@@ -19,8 +19,8 @@ pub fn exp_f64_for_f32(b: &mut FunctionBuilder<'_>, x: Value) -> Value {
     let log2e = b.ins().f64const(std::f64::consts::LOG2_E);
     let t = b.ins().fmul(x, log2e);
     let n = b.ins().nearest(t);
-    let ln2_hi = b.ins().f64const(6.931_471_803_691_238_2e-1);
-    let ln2_lo = b.ins().f64const(1.908_214_929_270_587_7e-10);
+    let ln2_hi = b.ins().f64const(f64::from_bits(0x3fe6_2e42_fee0_0000));
+    let ln2_lo = b.ins().f64const(f64::from_bits(0x3dea_39ef_3579_3c76));
     let nh = b.ins().fmul(n, ln2_hi);
     let r = b.ins().fsub(x, nh);
     let nl = b.ins().fmul(n, ln2_lo);
