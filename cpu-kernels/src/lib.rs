@@ -16,7 +16,10 @@
 //! overwritten, never accumulated into.
 //!
 //! Compiled code calls the kernels by symbol name through the `extern "C"` wrappers in
-//! [`ffi`]; [`symbols`] lists them with their addresses for a JIT to register.
+//! [`ffi`]; [`symbols`] lists them with their addresses for a JIT to register. The scalar
+//! helpers generated code calls for what Cranelift has no instruction for (transcendental
+//! functions, f16 rounding, integer floor division, dequantizing loads) are in [`scalar`],
+//! so a program linking ahead-of-time kernels needs this crate only.
 
 #![deny(missing_docs)]
 
@@ -28,6 +31,7 @@ pub mod ffi;
 pub mod gemm_f32;
 pub mod portable;
 pub mod quant_dot;
+pub mod scalar;
 
 mod bytes;
 

@@ -80,6 +80,12 @@ impl AlignedBytes {
 /// A tensor's elements as little-endian bytes (bools one byte each, quantized blocks as is).
 pub fn tensor_bytes(t: &Tensor) -> Vec<u8> {
     fn le<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        if cfg!(target_endian = "little") {
+            // SAFETY: plain numbers without padding; on a little-endian machine their
+            // memory is already the little-endian bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), v.len() * N) };
+            return bytes.to_vec();
+        }
         v.iter().flat_map(|&x| f(x)).collect()
     }
     match t.storage() {
@@ -101,7 +107,20 @@ pub fn tensor_bytes(t: &Tensor) -> Vec<u8> {
 /// A tensor of `dtype` and `shape` from little-endian bytes (`None` if the byte count does
 /// not match).
 pub fn tensor_from_bytes(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Option<Tensor> {
-    fn read<T, const N: usize>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+    fn read<T: Copy + Default, const N: usize>(b: &[u8], f: impl Fn([u8; N]) -> T) -> Vec<T> {
+        if cfg!(target_endian = "little") && std::mem::size_of::<T>() == N {
+            let mut out = vec![T::default(); b.len() / N];
+            // SAFETY: `out` holds exactly `b.len() / N` plain numbers of N bytes, any bit
+            // pattern of which is valid; little-endian bytes are their memory.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    b.as_ptr(),
+                    out.as_mut_ptr().cast::<u8>(),
+                    out.len() * N,
+                )
+            };
+            return out;
+        }
         b.chunks_exact(N)
             .map(|c| f(c.try_into().expect("chunks_exact gives N bytes")))
             .collect()

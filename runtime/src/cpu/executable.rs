@@ -99,6 +99,9 @@ pub struct CpuExecutable {
     kernels: Vec<Arc<JitKernel>>,
     /// Per kernel: its split form when it is a matmul the micro-kernels can run.
     gemms: Vec<Option<GemmKernel>>,
+    /// False: every kernel runs as its one generated function (see
+    /// [`CpuExecutable::use_microkernels`]).
+    microkernels: bool,
     pool: rayon::ThreadPool,
     threads: usize,
     /// Params, constants and load-time results, by buffer.
@@ -152,6 +155,7 @@ impl CpuExecutable {
             plan: compiled.memory.clone(),
             kernels,
             gemms,
+            microkernels: true,
             pool,
             threads,
             weights,
@@ -164,6 +168,13 @@ impl CpuExecutable {
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Whether matmul kernels run split around the micro-kernels (the default) or as one
+    /// generated function each, which accumulates in f64 exactly like the interpreter
+    /// (slower; for debugging and for comparing with ahead-of-time code).
+    pub fn use_microkernels(&mut self, on: bool) {
+        self.microkernels = on;
     }
 
     /// How many kernels run as split matmuls (generated packing and epilogue around a
@@ -445,7 +456,10 @@ impl CpuExecutable {
             .iter()
             .map(|s| Dim::symbol(s).eval(b))
             .collect::<Result<Vec<i64>, _>>()?;
-        if let Some(g) = &self.gemms[launch.kernel] {
+        if let Some(g) = self.gemms[launch.kernel]
+            .as_ref()
+            .filter(|_| self.microkernels)
+        {
             let with_len: Vec<(*mut u8, usize)> = args.iter().map(|&p| (p, 0)).collect();
             return run_gemm(
                 g,

@@ -60,10 +60,11 @@ impl GemmKernel {
     }
 }
 
-/// Rows per task.
-const ROW_BLOCK: i64 = 64;
-/// Columns per task when there is enough parallelism over rows and batches.
-const COL_BLOCK: i64 = 256;
+/// Rows per task (a multiple of the f32 micro-kernel's 6-row panels).
+const ROW_BLOCK: i64 = 96;
+/// Columns per task when there is enough parallelism over rows and batches (the
+/// micro-kernel's own column block).
+const COL_BLOCK: i64 = 1024;
 
 /// Per-thread scratch: packed A, packed B, tiles, quantized A.
 type Scratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<u8>);
@@ -167,14 +168,33 @@ pub(crate) fn run_gemm(
             let tile_len = (rn * cn) as usize;
             tiles.resize(tile_len * plan.phases.len(), 0.0);
             let base_args: Vec<*mut u8> = args.iter().map(|a| a.0).collect();
+            let mut bb = b.clone();
+            for (v, x) in plan.batch_vars.iter().zip(&bvals) {
+                bb.set(v, *x);
+            }
             for (p, phase) in plan.phases.iter().enumerate() {
                 let k = ks[p] as usize;
-                pa.resize(rn as usize * k, 0.0);
-                let mut a_args = base_args.clone();
-                a_args.push(pa.as_mut_ptr().cast());
-                // SAFETY: the pack kernel's parameters are the matmul kernel's plus the
-                // panel, which holds `rn * k` f32; symbols are in `plan.symbols` order.
-                unsafe { (g.pack_a[p].entry)(a_args.as_ptr(), s.as_ptr(), 0, rn, &mut status) };
+                // A: in place when it is a contiguous f32 read, else packed.
+                let (a_ptr, lda): (*const f32, usize) = match &phase.a_direct {
+                    Some((buffer, base, ld)) => {
+                        let (base, ld) = (base.eval(&bb)?, ld.eval(&bb)?);
+                        let i = param_index(*buffer).expect("a direct operand is a parameter");
+                        // SAFETY: the kernel reads rows `r0..r0 + rn` of this operand.
+                        let ptr = unsafe { args[i].0.cast::<f32>().add((base + ld * r0) as usize) };
+                        (ptr, ld as usize)
+                    }
+                    None => {
+                        pa.resize(rn as usize * k, 0.0);
+                        let mut a_args = base_args.clone();
+                        a_args.push(pa.as_mut_ptr().cast());
+                        // SAFETY: the pack kernel's parameters are the matmul kernel's plus
+                        // the panel, which holds `rn * k` f32; symbols in `plan.symbols` order.
+                        unsafe {
+                            (g.pack_a[p].entry)(a_args.as_ptr(), s.as_ptr(), 0, rn, &mut status)
+                        };
+                        (pa.as_ptr(), k)
+                    }
+                };
                 let tile = tiles[p * tile_len..].as_mut_ptr();
                 match &phase.b {
                     BOperand::Packed(_) => {
@@ -190,8 +210,8 @@ pub(crate) fn run_gemm(
                                 rn as usize,
                                 cn as usize,
                                 k,
-                                pa.as_ptr(),
-                                k,
+                                a_ptr,
+                                lda,
                                 pb.as_ptr(),
                                 k,
                                 tile,
@@ -205,10 +225,6 @@ pub(crate) fn run_gemm(
                         base,
                         ld,
                     } => {
-                        let mut bb = b.clone();
-                        for (v, x) in plan.batch_vars.iter().zip(&bvals) {
-                            bb.set(v, *x);
-                        }
                         let (base, ld) = (base.eval(&bb)?, ld.eval(&bb)?);
                         let i = param_index(*buffer).expect("a direct operand is a parameter");
                         let buf = args[i].0;
@@ -219,9 +235,13 @@ pub(crate) fn run_gemm(
                                 let a_stride = at.bytes_for(k).unwrap_or(0);
                                 qa.resize(a_stride * rn as usize, 0);
                                 for r in 0..rn as usize {
+                                    // SAFETY: row `r` of A holds `k` f32 at `a_ptr + r * lda`.
+                                    let row = unsafe {
+                                        std::slice::from_raw_parts(a_ptr.add(r * lda), k)
+                                    };
                                     mk::quantize_activations(
                                         *q,
-                                        &pa[r * k..(r + 1) * k],
+                                        row,
                                         &mut qa[r * a_stride..(r + 1) * a_stride],
                                     );
                                 }
@@ -251,8 +271,8 @@ pub(crate) fn run_gemm(
                                         rn as usize,
                                         cn as usize,
                                         k,
-                                        pa.as_ptr(),
-                                        k,
+                                        a_ptr,
+                                        lda,
                                         buf.cast::<f32>().add(first),
                                         ld as usize,
                                         tile,

@@ -9,9 +9,9 @@
 
 pub mod graph;
 
-// The linked kernels call the scalar helpers `kiln_compiler` exports (`kiln_unary_f64`, ...):
+// The linked kernels call the scalar helpers `kiln_cpu_kernels` exports (`kiln_unary_f64`, ...):
 // this makes sure its rlib is on the link line of every program using this crate.
-extern crate kiln_compiler;
+extern crate kiln_cpu_kernels;
 
 use kiln_ir::{Bindings, DType, Dim, Storage, Tensor};
 

@@ -107,6 +107,7 @@ fn compile_uncached(kernels: &[Kernel], which: &[usize]) -> Result<Vec<JitKernel
     let isa = host_isa().map_err(err)?;
     let mut builder = JITBuilder::with_isa(isa, cranelift_module::default_libcall_names());
     builder.symbols(scalar::symbols());
+    builder.symbols(kiln_cpu_kernels::symbols());
     let mut module = JITModule::new(builder);
     let mut ids = Vec::new();
     for (n, &i) in which.iter().enumerate() {

@@ -75,6 +75,10 @@ pub struct Phase {
     pub k: Dim,
     /// Packs rows of the left operand into `pack_a_id(p)`.
     pub pack_a: Kernel,
+    /// The left operand read in place instead, when it is a plain f32 load contiguous
+    /// along `k`: row `r`'s elements start at `base + ld * r` of `buffer` (`base` may
+    /// mention the batch loop variables).
+    pub a_direct: Option<(BufferId, Dim, Dim)>,
     /// The right operand.
     pub b: BOperand,
 }
@@ -171,6 +175,15 @@ pub fn plan_matmul(kernel: &Kernel) -> Option<MatmulPlan> {
                 subst_expr(x, &kmap),
                 &symbols,
             );
+            let a_direct = row.and_then(|r| match direct_operand(x, &r.var, &k.var, &k.extent) {
+                Some(BOperand::Direct {
+                    buffer,
+                    dtype: DType::F32,
+                    base,
+                    ld,
+                }) => Some((buffer, base, ld)),
+                _ => None,
+            });
             let b = match direct_operand(y, &col.var, &k.var, &k.extent) {
                 Some(d) => d,
                 None => BOperand::Packed(pack_kernel(
@@ -187,6 +200,7 @@ pub fn plan_matmul(kernel: &Kernel) -> Option<MatmulPlan> {
             phases.push(Phase {
                 k: k.extent.clone(),
                 pack_a,
+                a_direct,
                 b,
             });
             // The accumulator starts at the tile's value; the reduction loop is gone.
@@ -349,7 +363,8 @@ fn collect(e: &Expr, used: &mut Vec<String>, bound: &mut Vec<String>, vars_ok: &
     }
 }
 
-/// `Y` as a contiguous-along-`k` read of an f32 or block-quantized buffer.
+/// An operand as a contiguous-along-`k` read of an f32 or block-quantized buffer, `col`
+/// being its row or column variable.
 fn direct_operand(y: &Expr, col: &str, k: &str, kext: &Dim) -> Option<BOperand> {
     let (buffer, dtype, index) = match y {
         Expr::Load {

@@ -7,7 +7,8 @@
 //! - [`math`]: inline exp/tanh for f32-held values.
 //! - [`object`]: ahead-of-time compilation of kernels into a relocatable object file.
 //! - [`parallel`]: which loops are split across threads.
-//! - [`scalar`]: the helper functions generated code calls.
+//! - [`scalar`]: the helper functions generated code calls (in `kiln-cpu-kernels`, so an
+//!   ahead-of-time binary links them without the compiler).
 //! - [`normalize`]: a kernel's identity for the cache.
 
 pub mod codegen;
@@ -17,7 +18,7 @@ pub mod matmul;
 pub mod normalize;
 pub mod object;
 pub mod parallel;
-pub mod scalar;
+pub use kiln_cpu_kernels::scalar;
 
 pub use codegen::CodegenError;
 pub use jit::{compile_kernel, compile_kernels, JitKernel, KernelFn};
