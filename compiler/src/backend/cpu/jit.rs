@@ -112,7 +112,13 @@ fn compile_uncached(kernels: &[Kernel], which: &[usize]) -> Result<Vec<JitKernel
     let mut ids = Vec::new();
     for (n, &i) in which.iter().enumerate() {
         let k = normalized(&kernels[i]);
-        ids.push(define_kernel(&mut module, &k, &format!("kiln_kernel_{n}"))?);
+        // The original name (for profilers), made unique within the module.
+        let name: String = kernels[i]
+            .name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        ids.push(define_kernel(&mut module, &k, &format!("kiln_{name}_{n}"))?);
     }
     module
         .finalize_definitions()
