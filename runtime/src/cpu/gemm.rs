@@ -168,10 +168,17 @@ pub(crate) fn run_gemm(
             let tile_len = (rn * cn) as usize;
             tiles.resize(tile_len * plan.phases.len(), 0.0);
             let base_args: Vec<*mut u8> = args.iter().map(|a| a.0).collect();
-            let mut bb = b.clone();
-            for (v, x) in plan.batch_vars.iter().zip(&bvals) {
-                bb.set(v, *x);
-            }
+            // Bindings with the batch variables, only where an operand's offset needs them.
+            let needs_batch = !plan.batch_vars.is_empty();
+            let bb = if needs_batch {
+                let mut bb = b.clone();
+                for (v, x) in plan.batch_vars.iter().zip(&bvals) {
+                    bb.set(v, *x);
+                }
+                std::borrow::Cow::Owned(bb)
+            } else {
+                std::borrow::Cow::Borrowed(b)
+            };
             for (p, phase) in plan.phases.iter().enumerate() {
                 let k = ks[p] as usize;
                 // A: in place when it is a contiguous f32 read, else packed.
