@@ -104,6 +104,9 @@ pub struct CpuExecutable {
     /// Current state values: bytes and shape.
     states: HashMap<String, (AlignedBytes, Vec<usize>)>,
     arena: AlignedBytes,
+    /// Inputs, params and states the graph declares but no kernel reads (the schedule has
+    /// no buffer for them): values given for them are ignored, as the interpreter does.
+    unused: Vec<(&'static str, String)>,
 }
 
 /// Raw pointers handed to worker threads (the buffers outlive the parallel section, and
@@ -136,6 +139,21 @@ impl CpuExecutable {
                 weights.insert(b.id, AlignedBytes::from_slice(&tensor_bytes(t)));
             }
         }
+        let g = &compiled.graph;
+        let declared = (g.inputs().into_iter().map(|(n, _)| ("input", n)))
+            .chain(g.params().into_iter().map(|(n, _)| ("param", n)))
+            .chain(g.states().into_iter().map(|(n, _)| ("state", n)));
+        let unused = declared
+            .filter(|&(kind, name)| {
+                !compiled.schedule.buffers.iter().any(|b| match &b.kind {
+                    BufferKind::Input(n) => kind == "input" && n == name,
+                    BufferKind::Param(n) => kind == "param" && n == name,
+                    BufferKind::State(n) => kind == "state" && n == name,
+                    _ => false,
+                })
+            })
+            .map(|(kind, name)| (kind, name.to_string()))
+            .collect();
         Ok(CpuExecutable {
             schedule: compiled.schedule.clone(),
             plan: compiled.memory.clone(),
@@ -146,6 +164,7 @@ impl CpuExecutable {
             derived_ready: false,
             states: HashMap::new(),
             arena: AlignedBytes::default(),
+            unused,
         })
     }
 
@@ -174,6 +193,14 @@ impl CpuExecutable {
                 kind,
                 name: name.to_string(),
             })
+    }
+
+    /// [`Self::find`], or `None` for a source the graph declares but never reads.
+    fn find_used(&self, kind: &'static str, name: &str) -> Result<Option<BufferId>, CpuError> {
+        match self.find(kind, name) {
+            Err(_) if self.unused.iter().any(|(k, n)| *k == kind && n == name) => Ok(None),
+            r => r.map(Some),
+        }
     }
 
     /// Checks `t` against buffer `id`'s dtype and shape (symbols bound from `bindings`
@@ -213,7 +240,9 @@ impl CpuExecutable {
 
     /// Loads a weight (a `param` of the graph).
     pub fn set_param(&mut self, name: &str, t: &Tensor) -> Result<(), CpuError> {
-        let id = self.find("param", name)?;
+        let Some(id) = self.find_used("param", name)? else {
+            return Ok(());
+        };
         self.check("param", name, id, t, &mut Bindings::new())?;
         self.weights
             .insert(id, AlignedBytes::from_slice(&tensor_bytes(t)));
@@ -224,7 +253,9 @@ impl CpuExecutable {
 
     /// Sets a state's value (e.g. an empty KV cache before the first step).
     pub fn set_state(&mut self, name: &str, t: &Tensor) -> Result<(), CpuError> {
-        let id = self.find("state", name)?;
+        let Some(id) = self.find_used("state", name)? else {
+            return Ok(());
+        };
         self.check("state", name, id, t, &mut Bindings::new())?;
         self.states.insert(
             name.to_string(),
@@ -257,7 +288,9 @@ impl CpuExecutable {
         let mut b = bindings.clone();
         let mut input_bufs: HashMap<BufferId, AlignedBytes> = HashMap::new();
         for (name, t) in inputs {
-            let id = self.find("input", name)?;
+            let Some(id) = self.find_used("input", name)? else {
+                continue;
+            };
             self.check("input", name, id, t, &mut b)?;
             input_bufs.insert(id, AlignedBytes::from_slice(&tensor_bytes(t)));
         }
