@@ -274,10 +274,10 @@ pub fn compare_results(
             w.len()
         ));
     }
-    for ((gn, gt), (wn, wt)) in g.iter().zip(&w) {
-        if gn != wn {
-            return Err(format!("{label}: result {gn}, expected {wn}"));
-        }
+    for (wn, wt) in &w {
+        let Some((_, gt)) = g.iter().find(|(gn, _)| gn == wn) else {
+            return Err(format!("{label}: no result {wn}"));
+        };
         compare(gt, wt, &tol(wn)).map_err(|e| format!("{label}: {wn}: {e}"))?;
     }
     Ok(())
@@ -582,4 +582,116 @@ pub fn check_mixed(label: &str, g: &Graph, runs: &[Feeds], accum: &dyn Fn(&str) 
 /// [`check_runs`] with one tolerance for every result of every run.
 pub fn check_all(label: &str, g: &Graph, runs: &[Feeds], tol: Tol) {
     check_runs(label, g, runs, &|_, _| tol.clone());
+}
+
+// ---- nn modules ----
+
+/// Random weights for every parameter of a module: uniform in `[-scale, scale)`, plus 1 for
+/// norm weights (`*norm*.weight`), in the dtype the spec declares (or the one `dtype_of`
+/// gives, e.g. a quantized type).
+pub fn module_weights(
+    m: &impl kiln_nn::Module,
+    rng: &mut Rng,
+    scale: f64,
+    dtype_of: &dyn Fn(&str) -> Option<DType>,
+) -> Vec<(String, Tensor)> {
+    m.param_specs()
+        .iter()
+        .map(|spec| {
+            let shape: Vec<usize> = spec
+                .shape
+                .as_consts()
+                .expect("constant weight shape")
+                .iter()
+                .map(|&d| d as usize)
+                .collect();
+            let dt = dtype_of(&spec.name).unwrap_or(spec.dtype);
+            let t = if spec.name.contains("norm") && spec.name.ends_with(".weight") {
+                let n: usize = shape.iter().product();
+                let v: Vec<f64> = (0..n).map(|_| 1.0 + rng.uniform(-scale, scale)).collect();
+                tensor_f64(dt, &shape, &v)
+            } else {
+                random(dt, &shape, rng, scale, false)
+            };
+            (spec.name.clone(), t)
+        })
+        .collect()
+}
+
+/// Zero tensors for every state of a module (the empty KV caches before a prompt), with the
+/// symbolic batch dim (if any) at `batch`.
+pub fn zero_states(m: &impl kiln_nn::Module, batch: i64) -> Vec<(String, Tensor)> {
+    let mut out = Vec::new();
+    m.visit_states(&mut |s| {
+        let b = Bindings::new().with("batch", batch);
+        let shape: Vec<usize> = s
+            .shape()
+            .dims()
+            .iter()
+            .map(|d| d.eval(&b).expect("state dims") as usize)
+            .collect();
+        let n = shape.iter().product::<usize>();
+        out.push((
+            s.name().to_string(),
+            tensor_f64(s.dtype(), &shape, &vec![0.0; n]),
+        ));
+    });
+    out
+}
+
+/// Decodes step by step: `steps` gives each step's feeds (inputs and `past` binding); the
+/// interpreter gets the previous step's interpreter states, the CPU executable keeps its own
+/// (updated by the runtime). Outputs and states are compared after every step with `tol`, in
+/// every configuration.
+pub fn check_decode(
+    label: &str,
+    g: &Graph,
+    params: &[(String, Tensor)],
+    states: &[(String, Tensor)],
+    steps: &[Feeds],
+    tol: &dyn Fn(&str) -> Tol,
+) {
+    // The interpreter's trajectory.
+    let mut wants = Vec::new();
+    let mut cur: Vec<(String, Tensor)> = states.to_vec();
+    for s in steps {
+        let mut f = s.clone();
+        f.params = params.to_vec();
+        f.states = cur.clone();
+        let r = interp(g, &f);
+        for (n, t) in &r.states {
+            let slot = cur.iter_mut().find(|(m, _)| m == n).expect("state");
+            slot.1 = t.clone();
+        }
+        wants.push(r);
+    }
+    for (optimize, threads) in CONFIGS {
+        let c = compiled(g, optimize);
+        let cfg = format!("{label} (optimize {optimize}, threads {threads})");
+        let mut exe = CpuExecutable::new(&c, &CpuOptions { threads }).unwrap();
+        for (n, t) in params {
+            exe.set_param(n, t).unwrap();
+        }
+        for (n, t) in states {
+            exe.set_state(n, t).unwrap();
+        }
+        for (i, (s, want)) in steps.iter().zip(&wants).enumerate() {
+            // States are not set again: the executable carries them from step to step.
+            let mut f = s.clone();
+            f.states.clear();
+            let got = run_cpu(&mut exe, &f)
+                .unwrap_or_else(|e| panic!("{cfg}: step {i} ({:?}): {e}", f.bindings));
+            compare_results(&format!("{cfg} step {i}"), &got, want, tol)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+/// The kernels a compiled graph launches per run, by kind.
+pub fn launch_kinds(c: &Compiled) -> Vec<kiln_compiler::loop_ir::KernelKind> {
+    c.schedule
+        .launches
+        .iter()
+        .map(|l| c.schedule.kernels[l.kernel].kind)
+        .collect()
 }
