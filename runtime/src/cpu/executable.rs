@@ -326,6 +326,10 @@ impl CpuExecutable {
                 _ => {}
             }
         }
+        // Inputs (and states) were copied into fresh buffers, which may sit at the address of
+        // an earlier run's buffer: forget every thread's cached dequantized block, or a
+        // quantized input could be read as the previous run's values.
+        kiln_compiler::backend::cpu::scalar::clear_dequant_cache();
         if !self.derived_ready {
             self.run_load_time()?;
         }
