@@ -264,3 +264,74 @@ fn declared_but_unused_sources_are_ignored() {
         Err(CpuError::Unknown { .. })
     ));
 }
+
+/// Regression: an index into an empty tensor is `IndexOutOfRange`, not a crash. The JIT
+/// clamps an out-of-range index into the buffer, which for an empty buffer is element 0;
+/// an empty intermediate in an empty arena had no storage there (the kernel read a dangling
+/// address: SIGSEGV), and an empty quantized table too little for the whole block a
+/// dequantizing load reads.
+#[test]
+fn indices_into_empty_tensors_are_errors() {
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, shape(&[n(), Dim::from(16)]))
+        .unwrap();
+    let ids = g.input("ids", DType::I64, shape(&[Dim::from(3)])).unwrap();
+    let q = kiln_ir::QuantType::Q8_K;
+    let table = g
+        .input("table", DType::Quant(q), shape(&[n(), Dim::from(256)]))
+        .unwrap();
+    // exp(x) feeds two kernels, so it is an arena intermediate; with n = 0 it is empty.
+    let y = g.exp(x).unwrap();
+    let s = g.sum(y, &[0, 1], false).unwrap();
+    let rows = g.index_select(y, 0, ids).unwrap();
+    let qrows = g.index_select(table, 0, ids).unwrap();
+    let qrows = g.cast(qrows, DType::F32).unwrap();
+    let gathered = {
+        let gi = g
+            .reshape(ids, shape(&[Dim::from(3), Dim::from(1)]))
+            .unwrap();
+        let xt = g.slice(x, 1, 0, 1, 1).unwrap();
+        let xt = g.permute(xt, &[1, 0]).unwrap();
+        let xt = g.expand(xt, shape(&[Dim::from(3), n()])).unwrap();
+        g.gather(xt, 1, gi).unwrap()
+    };
+    for (name, id) in [
+        ("s", s),
+        ("rows", rows),
+        ("qrows", qrows),
+        ("gathered", gathered),
+    ] {
+        g.set_output(name, id).unwrap();
+    }
+    let mut rng = Rng(42);
+    for (optimize, threads) in common::CONFIGS {
+        let c = compiled(&g, optimize);
+        let mut exe = executable(&c, threads, &Feeds::new()).unwrap();
+        let empty = Feeds::new()
+            .input("x", uniform(DType::F32, &[0, 16], &mut rng, 1.0))
+            .input("table", common::quant_tensor(q, &[0, 256], &mut rng))
+            .input("ids", tensor_i64(DType::I64, &[3], &[0, 0, 0]));
+        let r = run_cpu(&mut exe, &empty);
+        assert!(
+            matches!(r, Err(CpuError::IndexOutOfRange { .. })),
+            "optimize {optimize}: {r:?}"
+        );
+        let full = Feeds::new()
+            .input("x", uniform(DType::F32, &[4, 16], &mut rng, 1.0))
+            .input("table", common::quant_tensor(q, &[4, 256], &mut rng))
+            .input("ids", tensor_i64(DType::I64, &[3], &[3, 0, 2]));
+        let got = run_cpu(&mut exe, &full).unwrap();
+        common::compare_results("after", &got, &interp(&g, &full), &|n| {
+            if n == "s" {
+                common::Tol::Close {
+                    rel: 1e-5,
+                    abs: 1e-5,
+                }
+            } else {
+                common::Tol::Exact
+            }
+        })
+        .unwrap();
+    }
+}

@@ -87,6 +87,10 @@ pub struct CpuOptions {
     pub threads: usize,
 }
 
+/// Bytes behind an empty buffer's stand-in: more than the largest quantized block (Q8_K,
+/// 292 bytes), which a clamped dequantizing load reads whole.
+const EMPTY_STAND_IN_BYTES: usize = 512;
+
 /// A launch split across threads only when it runs at least this many innermost iterations.
 const MIN_PARALLEL_WORK: u64 = 16 * 1024;
 
@@ -446,6 +450,11 @@ impl CpuExecutable {
         let kernel = &self.schedule.kernels[launch.kernel];
         let jit = &self.kernels[launch.kernel];
         let mut args: Vec<*mut u8> = Vec::with_capacity(kernel.params.len());
+        // An empty buffer may have no storage behind its address (an empty arena is a
+        // dangling pointer), yet a kernel still touches element 0 of it when a
+        // data-dependent index is out of range (clamped and flagged): it gets a zeroed
+        // stand-in, large enough for any element or quantized block, for this launch.
+        let mut stand_in: Option<AlignedBytes> = None;
         for p in &kernel.params {
             let (ptr, have) = ptrs[p.id.0 as usize];
             let need = bytes_of(p.dtype, &p.len, b)?;
@@ -457,6 +466,13 @@ impl CpuExecutable {
                     need,
                 });
             }
+            let ptr = if have == 0 {
+                stand_in
+                    .get_or_insert_with(|| AlignedBytes::zeroed(EMPTY_STAND_IN_BYTES))
+                    .as_mut_ptr()
+            } else {
+                ptr
+            };
             args.push(ptr);
         }
         let syms = kernel
