@@ -335,3 +335,83 @@ fn indices_into_empty_tensors_are_errors() {
         .unwrap();
     }
 }
+
+/// Regression: symbol values that put a view out of bounds are `CpuError::Bounds`, where
+/// the interpreter says `EvalError::Bounds` / `NegativeDim`: a slice ending past its
+/// operand (used to read past the buffer: SIGSEGV), a pad by a negative amount, and a KV
+/// cache decoded past its capacity (`past + seq > max_seq`: the attention read past the
+/// cache). In-bounds values still run, and the executable stays usable.
+#[test]
+fn out_of_bounds_symbol_values_are_errors() {
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, shape(&[n(), Dim::from(4)]))
+        .unwrap();
+    let s = g.slice(x, 0, Dim::from("a"), Dim::from("m"), 1).unwrap();
+    let s = g.exp(s).unwrap();
+    g.set_output("s", s).unwrap();
+    let p = g
+        .pad(
+            x,
+            vec![(Dim::from("p"), Dim::from(0)), (Dim::from(0), Dim::from(0))],
+            kiln_ir::Scalar::Float(0.0),
+        )
+        .unwrap();
+    g.set_output("p", p).unwrap();
+    let mut rng = Rng(43);
+    let x3 = uniform(DType::F32, &[3, 4], &mut rng, 1.0);
+    for optimize in [false, true] {
+        let c = compiled(&g, optimize);
+        let mut exe = executable(&c, 1, &Feeds::new()).unwrap();
+        for (a, m, p) in [
+            (0, 100_000, 0),
+            (0, 4, 0),
+            (2, 1, 0),
+            (-1, 2, 0),
+            (0, 3, -1),
+        ] {
+            let f = Feeds::new()
+                .input("x", x3.clone())
+                .bind("a", a)
+                .bind("m", m)
+                .bind("p", p);
+            assert!(kiln_ir::interp::run(&g, &f.env()).is_err());
+            let r = run_cpu(&mut exe, &f);
+            assert!(
+                matches!(r, Err(CpuError::Bounds { .. })),
+                "a {a} m {m} p {p}: {r:?}"
+            );
+        }
+        let f = Feeds::new()
+            .input("x", x3.clone())
+            .bind("a", 1)
+            .bind("m", 3)
+            .bind("p", 2);
+        let got = run_cpu(&mut exe, &f).unwrap();
+        common::compare_results("in bounds", &got, &interp(&g, &f), &|_| common::Tol::Exact)
+            .unwrap();
+    }
+
+    // A KV cache of 8 positions: 6 + 2 fit, 7 + 2 do not.
+    use kiln_nn::layers::{Attention, AttentionConfig};
+    let attn = Attention::new(&AttentionConfig::new(16, 2, 1, 8).with_cache(1, 8));
+    let tr = kiln_nn::Trace::new();
+    let xt = tr.input("x", DType::F32, kiln_nn::dims![1, "seq", 16]);
+    tr.output("y", &attn.forward_cached(&xt, attn.cache.as_ref().unwrap()));
+    let g = tr.finish().unwrap();
+    let c = compiled(&g, true);
+    let mut f = Feeds::new();
+    f.params = common::module_weights(&attn, &mut rng, 0.3, &|_| None);
+    let mut exe = executable(&c, 2, &f).unwrap();
+    for (name, t) in common::zero_states(&attn, 1) {
+        exe.set_state(&name, &t).unwrap();
+    }
+    let step = |past: i64, rng: &mut Rng| {
+        Feeds::new()
+            .input("x", uniform(DType::F32, &[1, 2, 16], rng, 1.0))
+            .bind("past", past)
+    };
+    run_cpu(&mut exe, &step(6, &mut rng)).unwrap();
+    let r = run_cpu(&mut exe, &step(7, &mut rng));
+    assert!(matches!(r, Err(CpuError::Bounds { .. })), "{r:?}");
+}

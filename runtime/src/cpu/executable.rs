@@ -9,8 +9,8 @@ use kiln_compiler::loop_ir::BufferId;
 use kiln_compiler::memory::{MemoryPlan, PlanEvalError};
 use kiln_compiler::schedule::{BufferKind, Launch, Schedule};
 use kiln_compiler::Compiled;
-use kiln_ir::{Bindings, DType, Dim, DimError, Tensor};
-use std::collections::HashMap;
+use kiln_ir::{Bindings, DType, Dim, DimError, Graph, Op, Tensor};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Why a CPU executable could not be built or run.
@@ -78,6 +78,20 @@ pub enum CpuError {
     /// The thread pool could not be created.
     #[error("thread pool: {0}")]
     Threads(String),
+    /// The symbol values violate a condition the graph's views need (a slice past the end
+    /// of its operand, a KV-cache write past its capacity, a negative size): kernels compute
+    /// flat indices and cannot check these themselves.
+    #[error("{what}: needs {condition}, but that is {lo} <= {hi} with these symbol values")]
+    Bounds {
+        /// The node (`%12 slice`).
+        what: String,
+        /// The condition, symbolically.
+        condition: String,
+        /// Its left side's value.
+        lo: i64,
+        /// Its right side's value.
+        hi: i64,
+    },
 }
 
 /// Options of a CPU executable.
@@ -111,6 +125,8 @@ pub struct CpuExecutable {
     /// Inputs, params and states the graph declares but no kernel reads (the schedule has
     /// no buffer for them): values given for them are ignored, as the interpreter does.
     unused: Vec<(&'static str, String)>,
+    /// Conditions on the symbol values, checked before every run ([`bounds`]).
+    bounds: Vec<Bound>,
 }
 
 /// Raw pointers handed to worker threads (the buffers outlive the parallel section, and
@@ -169,6 +185,7 @@ impl CpuExecutable {
             states: HashMap::new(),
             arena: AlignedBytes::default(),
             unused,
+            bounds: bounds(&compiled.graph),
         })
     }
 
@@ -328,6 +345,17 @@ impl CpuExecutable {
                     })
                 }
                 _ => {}
+            }
+        }
+        for c in &self.bounds {
+            let (lo, hi) = (c.lo.eval(&b)?, c.hi.eval(&b)?);
+            if lo > hi {
+                return Err(CpuError::Bounds {
+                    what: c.what.clone(),
+                    condition: format!("{} <= {}", c.lo, c.hi),
+                    lo,
+                    hi,
+                });
             }
         }
         // Inputs (and states) were copied into fresh buffers, which may sit at the address of
@@ -525,6 +553,71 @@ impl CpuExecutable {
         }
         Ok(())
     }
+}
+
+/// A condition `lo <= hi` on symbol values (see [`bounds`]).
+#[derive(Clone, Debug)]
+struct Bound {
+    what: String,
+    lo: Dim,
+    hi: Dim,
+}
+
+/// The conditions under which every kernel stays inside its buffers, which the interpreter
+/// checks per node (`EvalError::Bounds`, `NegativeDim`) and kernels, computing flat indices,
+/// cannot: slices within their operand, slice updates (KV-cache writes) within their
+/// destination, paddings and sizes not negative. Only those of nodes the outputs and state
+/// updates need, and only symbolic ones (constant ones were checked when the graph was
+/// built); each distinct condition once.
+fn bounds(g: &Graph) -> Vec<Bound> {
+    let mut needed = vec![false; g.nodes().len()];
+    let mut stack: Vec<_> = g
+        .outputs()
+        .iter()
+        .chain(g.state_updates())
+        .map(|o| o.1)
+        .collect();
+    while let Some(id) = stack.pop() {
+        if !std::mem::replace(&mut needed[id.index()], true) {
+            stack.extend(g.node(id).inputs.iter().copied());
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, n) in g.nodes().iter().enumerate().filter(|(i, _)| needed[*i]) {
+        let size = |k: usize, axis: usize| g.ty(n.inputs[k]).shape.dims()[axis].clone();
+        let mut add = |lo: Dim, hi: Dim| {
+            if !(lo.is_const() && hi.is_const()) && seen.insert((lo.clone(), hi.clone())) {
+                let what = format!("%{i} {}", n.op.name());
+                out.push(Bound { what, lo, hi });
+            }
+        };
+        let zero = || Dim::from(0);
+        match &n.op {
+            Op::Slice {
+                axis, start, end, ..
+            } => {
+                add(zero(), start.clone());
+                add(start.clone(), end.clone());
+                add(end.clone(), size(0, *axis));
+            }
+            Op::SliceUpdate { axis, start } => {
+                add(zero(), start.clone());
+                add(start.clone() + size(1, *axis), size(0, *axis));
+            }
+            Op::Pad { pads, .. } => {
+                for (before, after) in pads {
+                    add(zero(), before.clone());
+                    add(zero(), after.clone());
+                }
+            }
+            _ => {}
+        }
+        for d in n.ty.shape.dims() {
+            add(zero(), d.clone());
+        }
+    }
+    out
 }
 
 /// Bytes of `elements` values of `dtype`.
