@@ -392,6 +392,30 @@ fn out_of_bounds_symbol_values_are_errors() {
             .unwrap();
     }
 
+    // Gather indices with more rows than the operand (`m > n`).
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, shape(&[n(), Dim::from(4)]))
+        .unwrap();
+    let idx = g
+        .input("idx", DType::I64, shape(&[Dim::from("m"), Dim::from(2)]))
+        .unwrap();
+    let y = g.gather(x, 1, idx).unwrap();
+    g.set_output("y", y).unwrap();
+    let mut exe = executable(&compiled(&g, false), 1, &Feeds::new()).unwrap();
+    for m in [2usize, 4] {
+        let f = Feeds::new()
+            .input("x", x3.clone())
+            .input("idx", tensor_i64(DType::I64, &[m, 2], &vec![1; 2 * m]));
+        let r = run_cpu(&mut exe, &f);
+        if m <= 3 {
+            r.unwrap();
+        } else {
+            assert!(kiln_ir::interp::run(&g, &f.env()).is_err());
+            assert!(matches!(r, Err(CpuError::Bounds { .. })), "{r:?}");
+        }
+    }
+
     // A KV cache of 8 positions: 6 + 2 fit, 7 + 2 do not.
     use kiln_nn::layers::{Attention, AttentionConfig};
     let attn = Attention::new(&AttentionConfig::new(16, 2, 1, 8).with_cache(1, 8));

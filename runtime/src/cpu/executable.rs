@@ -566,7 +566,8 @@ struct Bound {
 /// The conditions under which every kernel stays inside its buffers, which the interpreter
 /// checks per node (`EvalError::Bounds`, `NegativeDim`) and kernels, computing flat indices,
 /// cannot: slices within their operand, slice updates (KV-cache writes) within their
-/// destination, paddings and sizes not negative. Only those of nodes the outputs and state
+/// destination, gather/scatter indices within their operand on the other axes, paddings and
+/// sizes not negative. Only those of nodes the outputs and state
 /// updates need, and only symbolic ones (constant ones were checked when the graph was
 /// built); each distinct condition once.
 fn bounds(g: &Graph) -> Vec<Bound> {
@@ -609,6 +610,14 @@ fn bounds(g: &Graph) -> Vec<Bound> {
                 for (before, after) in pads {
                     add(zero(), before.clone());
                     add(zero(), after.clone());
+                }
+            }
+            // Indices no larger than the operand on every other axis (PyTorch's rule).
+            Op::Gather { axis } | Op::Scatter { axis, .. } => {
+                for d in (0..n.ty.shape.rank()).filter(|d| d != axis) {
+                    if size(1, d) != size(0, d) {
+                        add(size(1, d), size(0, d));
+                    }
                 }
             }
             _ => {}
