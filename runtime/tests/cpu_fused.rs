@@ -206,11 +206,15 @@ fn swiglu_merged_gate_up() {
     check_runs("swiglu", &g, &runs, &|_, _| close(1e-5));
 }
 
-/// A gated MLP whose three weights are block-quantized (every quantized type), after an
-/// RMSNorm: dequantization is the matmul prologue; the interpreter dequantizes first.
+/// A gated MLP whose three weights are f16, bf16 or block-quantized (every quantized type),
+/// after an RMSNorm: the cast or dequantization is the matmul prologue; the interpreter
+/// dequantizes first.
 #[test]
-fn quantized_gated_mlp_every_type() {
-    for q in QuantType::ALL {
+fn gated_mlp_with_f16_bf16_and_quantized_weights() {
+    let types = [DType::F16, DType::BF16]
+        .into_iter()
+        .chain(QuantType::ALL.map(DType::Quant));
+    for wt in types {
         let (h, i) = (256, 256);
         let norm = RMSNorm::new(&RMSNormConfig::new(h));
         let mlp = GatedMlp::new(&GatedMlpConfig::swiglu(h, i));
@@ -218,7 +222,7 @@ fn quantized_gated_mlp_every_type() {
             let dtypes = mlp
                 .param_specs()
                 .iter()
-                .map(|s| (s.name.clone(), DType::Quant(q)))
+                .map(|s| (s.name.clone(), wt))
                 .collect();
             let tr = Trace::with_param_dtypes(dtypes);
             let x = tr.input("x", DType::F32, dims!["n", h]);
@@ -226,7 +230,7 @@ fn quantized_gated_mlp_every_type() {
             tr.finish().unwrap()
         };
         let mut rng = Rng(57);
-        let mut weights = module_weights(&mlp, &mut rng, 1.0, &|_| Some(DType::Quant(q)));
+        let mut weights = module_weights(&mlp, &mut rng, 0.2, &|_| Some(wt));
         weights.extend(module_weights(&norm, &mut rng, 0.2, &|_| None));
         let runs: Vec<Feeds> = [1usize, 3]
             .iter()
@@ -236,12 +240,9 @@ fn quantized_gated_mlp_every_type() {
                 f
             })
             .collect();
-        check_runs(
-            &format!("quantized gated mlp {}", q.name()),
-            &g,
-            &runs,
-            &|_, _| close(1e-5),
-        );
+        check_runs(&format!("gated mlp, {wt} weights"), &g, &runs, &|_, _| {
+            close(1e-5)
+        });
     }
 }
 
