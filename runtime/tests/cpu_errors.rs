@@ -439,3 +439,43 @@ fn out_of_bounds_symbol_values_are_errors() {
     let r = run_cpu(&mut exe, &step(7, &mut rng));
     assert!(matches!(r, Err(CpuError::Bounds { .. })), "{r:?}");
 }
+
+/// Regression: max, min and argmax over an axis of extent 0 are errors, as in the
+/// interpreter (`EmptyReduction`); they used to return -inf/+inf and index -1. A sum over
+/// it is 0, and a reduction whose result is empty too is fine.
+#[test]
+fn empty_max_min_argmax_are_errors() {
+    for op in [
+        kiln_ir::ReduceOp::Max,
+        kiln_ir::ReduceOp::Min,
+        kiln_ir::ReduceOp::ArgMax,
+    ] {
+        let mut g = Graph::new();
+        let x = g
+            .input("x", DType::F32, shape(&[Dim::from("r"), n()]))
+            .unwrap();
+        let y = g.reduce(op, x, &[1], false).unwrap();
+        let s = g.sum(x, &[1], false).unwrap();
+        g.set_output("y", y).unwrap();
+        g.set_output("s", s).unwrap();
+        for optimize in [false, true] {
+            let mut exe = executable(&compiled(&g, optimize), 1, &Feeds::new()).unwrap();
+            for (r, c) in [(3usize, 0usize), (0, 0), (2, 5)] {
+                let f = Feeds::new().input("x", uniform(DType::F32, &[r, c], &mut Rng(44), 1.0));
+                let want = kiln_ir::interp::run(&g, &f.env());
+                match run_cpu(&mut exe, &f) {
+                    Err(CpuError::Bounds { .. }) => assert!(want.is_err(), "{r}x{c}"),
+                    Ok(got) => common::compare_results(
+                        &format!("{} {r}x{c}", op.name()),
+                        &got,
+                        &interp(&g, &f),
+                        &|_| common::Tol::Exact,
+                    )
+                    .unwrap(),
+                    Err(e) => panic!("{r}x{c}: {e}"),
+                }
+                assert_eq!(want.is_err(), (r, c) == (3, 0));
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@ use kiln_compiler::loop_ir::BufferId;
 use kiln_compiler::memory::{MemoryPlan, PlanEvalError};
 use kiln_compiler::schedule::{BufferKind, Launch, Schedule};
 use kiln_compiler::Compiled;
-use kiln_ir::{Bindings, DType, Dim, DimError, Graph, Op, Tensor};
+use kiln_ir::{Bindings, DType, Dim, DimError, Graph, Op, ReduceOp, Tensor};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -78,9 +78,9 @@ pub enum CpuError {
     /// The thread pool could not be created.
     #[error("thread pool: {0}")]
     Threads(String),
-    /// The symbol values violate a condition the graph's views need (a slice past the end
-    /// of its operand, a KV-cache write past its capacity, a negative size): kernels compute
-    /// flat indices and cannot check these themselves.
+    /// The symbol values violate a condition the graph needs (a slice past the end of its
+    /// operand, a KV-cache write past its capacity, a negative size, a max over no
+    /// elements): kernels compute flat indices and cannot check these themselves.
     #[error("{what}: needs {condition}, but that is {lo} <= {hi} with these symbol values")]
     Bounds {
         /// The node (`%12 slice`).
@@ -566,8 +566,8 @@ struct Bound {
 /// The conditions under which every kernel stays inside its buffers, which the interpreter
 /// checks per node (`EvalError::Bounds`, `NegativeDim`) and kernels, computing flat indices,
 /// cannot: slices within their operand, slice updates (KV-cache writes) within their
-/// destination, gather/scatter indices within their operand on the other axes, paddings and
-/// sizes not negative. Only those of nodes the outputs and state
+/// destination, gather/scatter indices within their operand on the other axes, max/min/argmax
+/// over at least one element, paddings and sizes not negative. Only those of nodes the outputs and state
 /// updates need, and only symbolic ones (constant ones were checked when the graph was
 /// built); each distinct condition once.
 fn bounds(g: &Graph) -> Vec<Bound> {
@@ -610,6 +610,17 @@ fn bounds(g: &Graph) -> Vec<Bound> {
                 for (before, after) in pads {
                     add(zero(), before.clone());
                     add(zero(), after.clone());
+                }
+            }
+            // Max, min and argmax of no elements are errors, unless the result is empty too.
+            Op::Reduce {
+                op: ReduceOp::Max | ReduceOp::Min | ReduceOp::ArgMax,
+                axes,
+                ..
+            } => {
+                let some = n.ty.shape.numel().minimum(&Dim::from(1));
+                for &a in axes {
+                    add(some.clone(), size(0, a));
                 }
             }
             // Indices no larger than the operand on every other axis (PyTorch's rule).
