@@ -479,3 +479,49 @@ fn empty_max_min_argmax_are_errors() {
         }
     }
 }
+
+/// Regression: a dim that refers to a symbol bound by a later input (`[2*n]` before `[n]`),
+/// or a state whose size disagrees with the inputs, is a `Mismatch` as in the interpreter;
+/// a tensor too large used to be accepted (its prefix used) and one too small was reported
+/// as `BufferTooSmall`, a runtime bug.
+#[test]
+fn dims_checked_once_every_symbol_is_bound() {
+    let mut g = Graph::new();
+    let a = g.input("a", DType::F32, shape(&[n() * 2])).unwrap();
+    let b = g.input("b", DType::F32, shape(&[n()])).unwrap();
+    let s = g.state("s", DType::F32, shape(&[n()])).unwrap();
+    let a2 = g.reshape(a, shape(&[n(), Dim::from(2)])).unwrap();
+    let r = g.sum(a2, &[1], false).unwrap();
+    let y = g.add(r, b).unwrap();
+    let y = g.add(y, s).unwrap();
+    g.set_output("y", y).unwrap();
+    g.set_state_update("s", y).unwrap();
+    let mut rng = Rng(45);
+    for optimize in [false, true] {
+        let mut exe = executable(&compiled(&g, optimize), 1, &Feeds::new()).unwrap();
+        for (na, nb, ns) in [
+            (7usize, 3usize, 3usize),
+            (5, 3, 3),
+            (2, 3, 3),
+            (6, 3, 4),
+            (6, 3, 2),
+        ] {
+            let f = Feeds::new()
+                .input("a", uniform(DType::F32, &[na], &mut rng, 1.0))
+                .input("b", uniform(DType::F32, &[nb], &mut rng, 1.0))
+                .state("s", uniform(DType::F32, &[ns], &mut rng, 1.0));
+            assert!(kiln_ir::interp::run(&g, &f.env()).is_err());
+            let r = run_cpu(&mut exe, &f);
+            assert!(
+                matches!(r, Err(CpuError::Mismatch { .. })),
+                "a {na} b {nb} s {ns}: {r:?}"
+            );
+        }
+        let f = Feeds::new()
+            .input("a", uniform(DType::F32, &[6], &mut rng, 1.0))
+            .input("b", uniform(DType::F32, &[3], &mut rng, 1.0))
+            .state("s", uniform(DType::F32, &[3], &mut rng, 1.0));
+        let got = run_cpu(&mut exe, &f).unwrap();
+        common::compare_results("good", &got, &interp(&g, &f), &|_| common::Tol::Exact).unwrap();
+    }
+}

@@ -347,6 +347,34 @@ impl CpuExecutable {
                 _ => {}
             }
         }
+        // Every symbol has its value now: check the dims that could not be checked while
+        // symbols were still being bound (an input `[2*n]` given before the one binding `n`;
+        // a state's dims against explicit bindings).
+        for (name, t) in inputs {
+            if let Some(id) = self.find_used("input", name)? {
+                self.check("input", name, id, t, &mut b)?;
+            }
+        }
+        for info in &self.schedule.buffers {
+            let BufferKind::State(name) = &info.kind else {
+                continue;
+            };
+            let Some((_, shape)) = self.states.get(name) else {
+                continue;
+            };
+            let dims = info.shape.dims().iter().zip(shape);
+            if dims
+                .into_iter()
+                .any(|(d, &v)| d.eval(&b).is_ok_and(|x| x != v as i64))
+            {
+                return Err(CpuError::Mismatch {
+                    kind: "state",
+                    name: name.clone(),
+                    expected: format!("{}{}", info.dtype, info.shape),
+                    got: format!("{}{shape:?}", info.dtype),
+                });
+            }
+        }
         for c in &self.bounds {
             let (lo, hi) = (c.lo.eval(&b)?, c.hi.eval(&b)?);
             if lo > hi {
