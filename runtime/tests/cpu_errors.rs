@@ -256,13 +256,25 @@ fn declared_but_unused_sources_are_ignored() {
         .param("unused.weight", t(&[2]))
         .state("cache", t(&[2]));
     common::check("unused sources", &g, &f, common::Tol::Exact);
-    // Still refused: names the graph does not declare at all.
+    // Still refused: names the graph does not declare at all, and values of the wrong
+    // dtype or shape (the interpreter checks every tensor it is given).
     let c = compiled(&g, false);
     let mut exe = CpuExecutable::new(&c, &CpuOptions { threads: 1 }).unwrap();
     assert!(matches!(
         exe.set_param("other", &t(&[2])),
         Err(CpuError::Unknown { .. })
     ));
+    assert!(matches!(
+        exe.set_param("unused.weight", &t(&[3])),
+        Err(CpuError::Mismatch { .. })
+    ));
+    assert!(matches!(
+        exe.set_state("cache", &tensor_i64(DType::I32, &[2], &[1, 2])),
+        Err(CpuError::Mismatch { .. })
+    ));
+    let (x, mask) = (t(&[5]), t(&[5]));
+    let r = exe.run(&[("x", &x), ("mask", &mask)], &Default::default());
+    assert!(matches!(r, Err(CpuError::Mismatch { .. })), "{r:?}");
 }
 
 /// Regression: an index into an empty tensor is `IndexOutOfRange`, not a crash. The JIT

@@ -9,7 +9,7 @@ use kiln_compiler::loop_ir::BufferId;
 use kiln_compiler::memory::{MemoryPlan, PlanEvalError};
 use kiln_compiler::schedule::{BufferKind, Launch, Schedule};
 use kiln_compiler::Compiled;
-use kiln_ir::{Bindings, DType, Dim, DimError, Graph, Op, ReduceOp, Tensor};
+use kiln_ir::{Bindings, DType, Dim, DimError, Graph, Op, ReduceOp, Tensor, TensorType};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -124,7 +124,7 @@ pub struct CpuExecutable {
     arena: AlignedBytes,
     /// Inputs, params and states the graph declares but no kernel reads (the schedule has
     /// no buffer for them): values given for them are ignored, as the interpreter does.
-    unused: Vec<(&'static str, String)>,
+    unused: Vec<(&'static str, String, TensorType)>,
     /// Conditions on the symbol values, checked before every run ([`bounds`]).
     bounds: Vec<Bound>,
 }
@@ -160,11 +160,11 @@ impl CpuExecutable {
             }
         }
         let g = &compiled.graph;
-        let declared = (g.inputs().into_iter().map(|(n, _)| ("input", n)))
-            .chain(g.params().into_iter().map(|(n, _)| ("param", n)))
-            .chain(g.states().into_iter().map(|(n, _)| ("state", n)));
+        let declared = (g.inputs().into_iter().map(|(n, id)| ("input", n, id)))
+            .chain(g.params().into_iter().map(|(n, id)| ("param", n, id)))
+            .chain(g.states().into_iter().map(|(n, id)| ("state", n, id)));
         let unused = declared
-            .filter(|&(kind, name)| {
+            .filter(|&(kind, name, _)| {
                 !compiled.schedule.buffers.iter().any(|b| match &b.kind {
                     BufferKind::Input(n) => kind == "input" && n == name,
                     BufferKind::Param(n) => kind == "param" && n == name,
@@ -172,7 +172,7 @@ impl CpuExecutable {
                     _ => false,
                 })
             })
-            .map(|(kind, name)| (kind, name.to_string()))
+            .map(|(kind, name, id)| (kind, name.to_string(), g.ty(id).clone()))
             .collect();
         Ok(CpuExecutable {
             schedule: compiled.schedule.clone(),
@@ -216,12 +216,34 @@ impl CpuExecutable {
             })
     }
 
-    /// [`Self::find`], or `None` for a source the graph declares but never reads.
-    fn find_used(&self, kind: &'static str, name: &str) -> Result<Option<BufferId>, CpuError> {
-        match self.find(kind, name) {
-            Err(_) if self.unused.iter().any(|(k, n)| *k == kind && n == name) => Ok(None),
-            r => r.map(Some),
+    /// [`Self::find`], or `None` for a source the graph declares but never reads (`t` must
+    /// still have its dtype, rank and constant dims, as the interpreter checks).
+    fn find_used(
+        &self,
+        kind: &'static str,
+        name: &str,
+        t: &Tensor,
+    ) -> Result<Option<BufferId>, CpuError> {
+        let err = match self.find(kind, name) {
+            Err(e) => e,
+            r => return r.map(Some),
+        };
+        let Some((_, _, ty)) = self.unused.iter().find(|(k, n, _)| *k == kind && n == name) else {
+            return Err(err);
+        };
+        let fits = t.dtype() == ty.dtype
+            && t.shape().len() == ty.shape.rank()
+            && (ty.shape.dims().iter().zip(t.shape()))
+                .all(|(d, &n)| d.as_const().is_none_or(|c| c == n as i64));
+        if !fits {
+            return Err(CpuError::Mismatch {
+                kind,
+                name: name.to_string(),
+                expected: format!("{}{}", ty.dtype, ty.shape),
+                got: format!("{}{:?}", t.dtype(), t.shape()),
+            });
         }
+        Ok(None)
     }
 
     /// Checks `t` against buffer `id`'s dtype and shape (symbols bound from `bindings`
@@ -261,7 +283,7 @@ impl CpuExecutable {
 
     /// Loads a weight (a `param` of the graph).
     pub fn set_param(&mut self, name: &str, t: &Tensor) -> Result<(), CpuError> {
-        let Some(id) = self.find_used("param", name)? else {
+        let Some(id) = self.find_used("param", name, t)? else {
             return Ok(());
         };
         self.check("param", name, id, t, &mut Bindings::new())?;
@@ -274,7 +296,7 @@ impl CpuExecutable {
 
     /// Sets a state's value (e.g. an empty KV cache before the first step).
     pub fn set_state(&mut self, name: &str, t: &Tensor) -> Result<(), CpuError> {
-        let Some(id) = self.find_used("state", name)? else {
+        let Some(id) = self.find_used("state", name, t)? else {
             return Ok(());
         };
         self.check("state", name, id, t, &mut Bindings::new())?;
@@ -309,7 +331,7 @@ impl CpuExecutable {
         let mut b = bindings.clone();
         let mut input_bufs: HashMap<BufferId, AlignedBytes> = HashMap::new();
         for (name, t) in inputs {
-            let Some(id) = self.find_used("input", name)? else {
+            let Some(id) = self.find_used("input", name, t)? else {
                 continue;
             };
             self.check("input", name, id, t, &mut b)?;
@@ -351,7 +373,7 @@ impl CpuExecutable {
         // symbols were still being bound (an input `[2*n]` given before the one binding `n`;
         // a state's dims against explicit bindings).
         for (name, t) in inputs {
-            if let Some(id) = self.find_used("input", name)? {
+            if let Some(id) = self.find_used("input", name, t)? {
                 self.check("input", name, id, t, &mut b)?;
             }
         }
