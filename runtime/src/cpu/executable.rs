@@ -614,12 +614,12 @@ struct Bound {
 }
 
 /// The conditions under which every kernel stays inside its buffers, which the interpreter
-/// checks per node (`EvalError::Bounds`, `NegativeDim`) and kernels, computing flat indices,
-/// cannot: slices within their operand, slice updates (KV-cache writes) within their
-/// destination, gather/scatter indices within their operand on the other axes, max/min/argmax
-/// over at least one element, paddings and sizes not negative. Only those of nodes the outputs and state
-/// updates need, and only symbolic ones (constant ones were checked when the graph was
-/// built); each distinct condition once.
+/// checks per node (`EvalError::Bounds`, `NegativeDim`, `EmptyReduction`) and kernels,
+/// computing flat indices, cannot: slices within their operand, slice updates (KV-cache
+/// writes) within their destination, gather/scatter indices within their operand on the
+/// other axes, max/min/argmax over at least one element, paddings and sizes not negative.
+/// Only those of nodes the outputs and state updates need, and only symbolic ones (constant
+/// ones were checked when the graph was built); each distinct condition once.
 fn bounds(g: &Graph) -> Vec<Bound> {
     let mut needed = vec![false; g.nodes().len()];
     let mut stack: Vec<_> = g
