@@ -16,6 +16,15 @@ use kiln_ir::{
 };
 use proptest::prelude::*;
 
+/// Proptest settings: `n` cases, no failure files.
+fn cases(n: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases: n,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
+
 /// Row counts every elementwise test runs with (one compilation, symbol `n`).
 const ROWS: [usize; 5] = [1, 3, 17, 31, 4097];
 
@@ -518,34 +527,47 @@ const VIEW_DTYPES: [DType; 7] = [
     DType::Bool,
 ];
 
+fn random_view_chains_case(dims: Vec<usize>, seed: u64, depth: usize) {
+    let mut rng = Rng(seed);
+    let dt = VIEW_DTYPES[rng.below(VIEW_DTYPES.len() as u64) as usize];
+    let mut g = Graph::new();
+    let x = g.input("x", dt, Shape::new(dims.clone())).unwrap();
+    let (mut y, mut d) = (x, dims.clone());
+    let mut what = Vec::new();
+    for _ in 0..depth {
+        let (ny, nd, w) = random_view(&mut g, y, &d, &mut rng);
+        y = ny;
+        d = nd;
+        what.push(w);
+    }
+    g.set_output("view", y).unwrap();
+    let consumer = if dt.is_float() {
+        g.unary(UnaryOp::Neg, y).unwrap()
+    } else {
+        g.unary(UnaryOp::Not, y).unwrap()
+    };
+    g.set_output("neg", consumer).unwrap();
+    let f = Feeds::new().input("x", random(dt, &dims, &mut rng, 4.0, true));
+    check_all(
+        &format!("{dt}{dims:?}: {}", what.join(", ")),
+        &g,
+        &[f],
+        common::Tol::Exact,
+    );
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(cases(200))]
 
     /// Random chains of views (reshape, permute, expand, slice with steps, flip, pad, concat)
     /// on random shapes, stored as they are and fused into an elementwise consumer.
     #[test]
-    fn random_view_chains(dims in prop::collection::vec(1usize..6, 1..4), seed in any::<u64>(), depth in 1usize..4) {
-        let mut rng = Rng(seed);
-        let dt = VIEW_DTYPES[rng.below(VIEW_DTYPES.len() as u64) as usize];
-        let mut g = Graph::new();
-        let x = g.input("x", dt, Shape::new(dims.clone())).unwrap();
-        let (mut y, mut d) = (x, dims.clone());
-        let mut what = Vec::new();
-        for _ in 0..depth {
-            let (ny, nd, w) = random_view(&mut g, y, &d, &mut rng);
-            y = ny;
-            d = nd;
-            what.push(w);
-        }
-        g.set_output("view", y).unwrap();
-        let consumer = if dt.is_float() {
-            g.unary(UnaryOp::Neg, y).unwrap()
-        } else {
-            g.unary(UnaryOp::Not, y).unwrap()
-        };
-        g.set_output("neg", consumer).unwrap();
-        let f = Feeds::new().input("x", random(dt, &dims, &mut rng, 4.0, true));
-        check_all(&format!("{dt}{dims:?}: {}", what.join(", ")), &g, &[f], common::Tol::Exact);
+    fn random_view_chains(
+        dims in prop::collection::vec(1usize..6, 1..4),
+        seed in any::<u64>(),
+        depth in 1usize..4,
+    ) {
+        random_view_chains_case(dims, seed, depth);
     }
 }
 
@@ -894,49 +916,58 @@ fn quantized_embedding_every_type() {
     }
 }
 
+fn random_fused_elementwise_case(rows: usize, cols: usize, seed: u64, ops: Vec<usize>) {
+    let mut rng = Rng(seed);
+    let dt = [DType::F32, DType::F16, DType::BF16, DType::F64][rng.below(4) as usize];
+    let mut g = Graph::new();
+    let a = g.input("a", dt, Shape::new([rows, cols])).unwrap();
+    let b = g.input("b", dt, Shape::new([1, cols])).unwrap();
+    let c = g.input("c", dt, Shape::new([rows, 1])).unwrap();
+    let mut y = a;
+    for &o in &ops {
+        y = match o {
+            0 => g.add(y, b).unwrap(),
+            1 => g.mul(y, c).unwrap(),
+            2 => g.sub(b, y).unwrap(),
+            3 => g.div(y, c).unwrap(),
+            4 => g.exp(y).unwrap(),
+            5 => g.tanh(y).unwrap(),
+            6 => g.binary(BinaryOp::Max, y, b).unwrap(),
+            7 => g.unary(UnaryOp::Erf, y).unwrap(),
+            8 => g.binary(BinaryOp::Pow, y, c).unwrap(),
+            9 => {
+                let m = g.binary(BinaryOp::Gt, y, b).unwrap();
+                g.where_(m, y, c).unwrap()
+            }
+            10 => g.unary(UnaryOp::Rsqrt, y).unwrap(),
+            _ => {
+                let w = g.cast(y, DType::F32).unwrap();
+                let w = g.unary(UnaryOp::Sin, w).unwrap();
+                g.cast(w, dt).unwrap()
+            }
+        };
+    }
+    g.set_output("y", y).unwrap();
+    let f = Feeds::new()
+        .input("a", random(dt, &[rows, cols], &mut rng, 3.0, true))
+        .input("b", random(dt, &[1, cols], &mut rng, 3.0, false))
+        .input("c", random(dt, &[rows, 1], &mut rng, 3.0, false));
+    check_all(&format!("{dt} ops {ops:?}"), &g, &[f], common::Tol::Exact);
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(cases(200))]
 
     /// Random elementwise expressions over broadcast operands of random shapes: a chain of
     /// random float ops, each rounded where the interpreter rounds, fused into one kernel.
     #[test]
-    fn random_fused_elementwise(rows in 1usize..40, cols in 1usize..9, seed in any::<u64>(), ops in prop::collection::vec(0usize..12, 1..7)) {
-        let mut rng = Rng(seed);
-        let dt = [DType::F32, DType::F16, DType::BF16, DType::F64][rng.below(4) as usize];
-        let mut g = Graph::new();
-        let a = g.input("a", dt, Shape::new([rows, cols])).unwrap();
-        let b = g.input("b", dt, Shape::new([1, cols])).unwrap();
-        let c = g.input("c", dt, Shape::new([rows, 1])).unwrap();
-        let mut y = a;
-        for &o in &ops {
-            y = match o {
-                0 => g.add(y, b).unwrap(),
-                1 => g.mul(y, c).unwrap(),
-                2 => g.sub(b, y).unwrap(),
-                3 => g.div(y, c).unwrap(),
-                4 => g.exp(y).unwrap(),
-                5 => g.tanh(y).unwrap(),
-                6 => g.binary(BinaryOp::Max, y, b).unwrap(),
-                7 => g.unary(UnaryOp::Erf, y).unwrap(),
-                8 => g.binary(BinaryOp::Pow, y, c).unwrap(),
-                9 => {
-                    let m = g.binary(BinaryOp::Gt, y, b).unwrap();
-                    g.where_(m, y, c).unwrap()
-                }
-                10 => g.unary(UnaryOp::Rsqrt, y).unwrap(),
-                _ => {
-                    let w = g.cast(y, DType::F32).unwrap();
-                    let w = g.unary(UnaryOp::Sin, w).unwrap();
-                    g.cast(w, dt).unwrap()
-                }
-            };
-        }
-        g.set_output("y", y).unwrap();
-        let f = Feeds::new()
-            .input("a", random(dt, &[rows, cols], &mut rng, 3.0, true))
-            .input("b", random(dt, &[1, cols], &mut rng, 3.0, false))
-            .input("c", random(dt, &[rows, 1], &mut rng, 3.0, false));
-        check_all(&format!("{dt} ops {ops:?}"), &g, &[f], common::Tol::Exact);
+    fn random_fused_elementwise(
+        rows in 1usize..40,
+        cols in 1usize..9,
+        seed in any::<u64>(),
+        ops in prop::collection::vec(0usize..12, 1..7),
+    ) {
+        random_fused_elementwise_case(rows, cols, seed, ops);
     }
 }
 
@@ -985,81 +1016,138 @@ const INT_DTYPES: [DType; 6] = [
     DType::U32,
 ];
 
+fn random_fused_integer_ops_case(rows: usize, seed: u64, ops: Vec<usize>) {
+    let mut rng = Rng(seed);
+    let dt = INT_DTYPES[rng.below(6) as usize];
+    let mut g = Graph::new();
+    let a = g.input("a", dt, Shape::new([rows, 5])).unwrap();
+    let b = g.input("b", dt, Shape::new([5])).unwrap();
+    let mut y = a;
+    for &o in &ops {
+        y = match o {
+            0 => g.add(y, b).unwrap(),
+            1 => g.mul(y, a).unwrap(),
+            2 => g.sub(b, y).unwrap(),
+            3 => g.div(y, b).unwrap(),
+            4 => g.binary(BinaryOp::Mod, a, y).unwrap(),
+            5 => g.binary(BinaryOp::Max, y, b).unwrap(),
+            6 => g.binary(BinaryOp::Xor, y, a).unwrap(),
+            7 => g.unary(UnaryOp::Not, y).unwrap(),
+            8 => {
+                let m = g.binary(BinaryOp::Lt, y, b).unwrap();
+                g.where_(m, a, y).unwrap()
+            }
+            _ => {
+                let w = g.cast(y, DType::I64).unwrap();
+                let w = g.mul(w, w).unwrap();
+                g.cast(w, dt).unwrap()
+            }
+        };
+    }
+    g.set_output("y", y).unwrap();
+    let f = Feeds::new()
+        .input("a", random(dt, &[rows, 5], &mut rng, 1.0, true))
+        .input("b", tensor_f64(dt, &[5], &[0.0, -1.0, 3.0, 1.0, -7.0]));
+    check_all(&format!("{dt} ops {ops:?}"), &g, &[f], common::Tol::Exact);
+}
+
+fn random_matmuls_case(m: usize, k: usize, n: usize, ta: bool, tb: bool, batch: usize, seed: u64) {
+    let mut rng = Rng(seed);
+    let dt = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::F64,
+        DType::I32,
+        DType::U8,
+    ][rng.below(6) as usize];
+    let mut a = if ta { vec![k, m] } else { vec![m, k] };
+    let mut b = if tb { vec![n, k] } else { vec![k, n] };
+    match batch {
+        1 => {
+            a.insert(0, 3);
+            b.insert(0, 3);
+        }
+        2 => {
+            a.insert(0, 2);
+            b.insert(0, 1);
+        }
+        3 => {
+            a.insert(0, 1);
+            b.insert(0, 2);
+        }
+        _ => {}
+    }
+    matmul_case(
+        &format!("{dt} a{a:?} b{b:?} {ta} {tb}"),
+        dt,
+        dt,
+        &a,
+        &b,
+        ta,
+        tb,
+        &mut rng,
+    );
+}
+
+fn random_reductions_case(dims: Vec<usize>, seed: u64, keep: bool) {
+    let mut rng = Rng(seed);
+    let op = ReduceOp::ALL[rng.below(5) as usize];
+    let dt = [DType::F32, DType::BF16, DType::F64, DType::I16, DType::U32][rng.below(5) as usize];
+    let mut axes: Vec<usize> = (0..dims.len()).filter(|_| rng.below(2) == 0).collect();
+    if axes.is_empty() || op == ReduceOp::ArgMax {
+        axes = vec![rng.below(dims.len() as u64) as usize];
+    }
+    let mut g = Graph::new();
+    let x = g.input("x", dt, Shape::new(dims.clone())).unwrap();
+    let y = g.reduce(op, x, &axes, keep).unwrap();
+    g.set_output("y", y).unwrap();
+    let scale = if op == ReduceOp::Prod { 1.3 } else { 4.0 };
+    let edges = rng.below(2) == 0;
+    let f = Feeds::new().input("x", random(dt, &dims, &mut rng, scale, edges));
+    check_accum(
+        &format!("{} {dt}{dims:?} axes {axes:?} keep {keep}", op.name()),
+        &g,
+        &[f],
+    );
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(cases(96))]
 
     /// Random integer expressions (wrapping add/sub/mul, floor div/mod by values that include
     /// 0 and -1, min/max, bitwise ops, comparisons into a select) fused into one kernel.
     #[test]
-    fn random_fused_integer_ops(rows in 1usize..40, seed in any::<u64>(), ops in prop::collection::vec(0usize..10, 1..8)) {
-        let mut rng = Rng(seed);
-        let dt = INT_DTYPES[rng.below(6) as usize];
-        let mut g = Graph::new();
-        let a = g.input("a", dt, Shape::new([rows, 5])).unwrap();
-        let b = g.input("b", dt, Shape::new([5])).unwrap();
-        let mut y = a;
-        for &o in &ops {
-            y = match o {
-                0 => g.add(y, b).unwrap(),
-                1 => g.mul(y, a).unwrap(),
-                2 => g.sub(b, y).unwrap(),
-                3 => g.div(y, b).unwrap(),
-                4 => g.binary(BinaryOp::Mod, a, y).unwrap(),
-                5 => g.binary(BinaryOp::Max, y, b).unwrap(),
-                6 => g.binary(BinaryOp::Xor, y, a).unwrap(),
-                7 => g.unary(UnaryOp::Not, y).unwrap(),
-                8 => {
-                    let m = g.binary(BinaryOp::Lt, y, b).unwrap();
-                    g.where_(m, a, y).unwrap()
-                }
-                _ => {
-                    let w = g.cast(y, DType::I64).unwrap();
-                    let w = g.mul(w, w).unwrap();
-                    g.cast(w, dt).unwrap()
-                }
-            };
-        }
-        g.set_output("y", y).unwrap();
-        let f = Feeds::new()
-            .input("a", random(dt, &[rows, 5], &mut rng, 1.0, true))
-            .input("b", tensor_f64(dt, &[5], &[0.0, -1.0, 3.0, 1.0, -7.0]));
-        check_all(&format!("{dt} ops {ops:?}"), &g, &[f], common::Tol::Exact);
+    fn random_fused_integer_ops(
+        rows in 1usize..40,
+        seed in any::<u64>(),
+        ops in prop::collection::vec(0usize..10, 1..8),
+    ) {
+        random_fused_integer_ops_case(rows, seed, ops);
     }
 
     /// Random matmuls: sizes 1..40, both flags, a batch axis broadcast from either side,
     /// a float or integer dtype.
     #[test]
-    fn random_matmuls(m in 1usize..40, k in 1usize..40, n in 1usize..40, ta in any::<bool>(), tb in any::<bool>(), batch in 0usize..4, seed in any::<u64>()) {
-        let mut rng = Rng(seed);
-        let dt = [DType::F32, DType::F16, DType::BF16, DType::F64, DType::I32, DType::U8][rng.below(6) as usize];
-        let mut a = if ta { vec![k, m] } else { vec![m, k] };
-        let mut b = if tb { vec![n, k] } else { vec![k, n] };
-        match batch {
-            1 => { a.insert(0, 3); b.insert(0, 3); }
-            2 => { a.insert(0, 2); b.insert(0, 1); }
-            3 => { a.insert(0, 1); b.insert(0, 2); }
-            _ => {}
-        }
-        matmul_case(&format!("{dt} a{a:?} b{b:?} {ta} {tb}"), dt, dt, &a, &b, ta, tb, &mut rng);
+    fn random_matmuls(
+        m in 1usize..40,
+        k in 1usize..40,
+        n in 1usize..40,
+        ta in any::<bool>(),
+        tb in any::<bool>(),
+        batch in 0usize..4,
+        seed in any::<u64>(),
+    ) {
+        random_matmuls_case(m, k, n, ta, tb, batch, seed);
     }
 
     /// Random reductions: rank 1..4 with sizes 1..9, a random axis set, kept or not.
     #[test]
-    fn random_reductions(dims in prop::collection::vec(1usize..9, 1..5), seed in any::<u64>(), keep in any::<bool>()) {
-        let mut rng = Rng(seed);
-        let op = ReduceOp::ALL[rng.below(5) as usize];
-        let dt = [DType::F32, DType::BF16, DType::F64, DType::I16, DType::U32][rng.below(5) as usize];
-        let mut axes: Vec<usize> = (0..dims.len()).filter(|_| rng.below(2) == 0).collect();
-        if axes.is_empty() || op == ReduceOp::ArgMax {
-            axes = vec![rng.below(dims.len() as u64) as usize];
-        }
-        let mut g = Graph::new();
-        let x = g.input("x", dt, Shape::new(dims.clone())).unwrap();
-        let y = g.reduce(op, x, &axes, keep).unwrap();
-        g.set_output("y", y).unwrap();
-        let scale = if op == ReduceOp::Prod { 1.3 } else { 4.0 };
-        let edges = rng.below(2) == 0;
-        let f = Feeds::new().input("x", random(dt, &dims, &mut rng, scale, edges));
-        check_accum(&format!("{} {dt}{dims:?} axes {axes:?} keep {keep}", op.name()), &g, &[f]);
+    fn random_reductions(
+        dims in prop::collection::vec(1usize..9, 1..5),
+        seed in any::<u64>(),
+        keep in any::<bool>(),
+    ) {
+        random_reductions_case(dims, seed, keep);
     }
 }
