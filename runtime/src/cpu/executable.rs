@@ -11,8 +11,8 @@ use kiln_compiler::loop_ir::BufferId;
 use kiln_compiler::memory::{MemoryPlan, PlanEvalError};
 use kiln_compiler::schedule::{BufferKind, Launch, Schedule};
 use kiln_compiler::Compiled;
-use kiln_ir::{Bindings, DType, Dim, DimError, Tensor};
-use std::collections::HashMap;
+use kiln_ir::{Bindings, DType, Dim, DimError, Graph, Op, ReduceOp, Tensor, TensorType};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Why a CPU executable could not be built or run.
@@ -80,6 +80,20 @@ pub enum CpuError {
     /// The thread pool could not be created.
     #[error("thread pool: {0}")]
     Threads(String),
+    /// The symbol values violate a condition the graph needs (a slice past the end of its
+    /// operand, a KV-cache write past its capacity, a negative size, a max over no
+    /// elements): kernels compute flat indices and cannot check these themselves.
+    #[error("{what}: needs {condition}, but that is {lo} <= {hi} with these symbol values")]
+    Bounds {
+        /// The node (`%12 slice`).
+        what: String,
+        /// The condition, symbolically.
+        condition: String,
+        /// Its left side's value.
+        lo: i64,
+        /// Its right side's value.
+        hi: i64,
+    },
 }
 
 /// Options of a CPU executable.
@@ -88,6 +102,10 @@ pub struct CpuOptions {
     /// Worker threads (0: one per available core).
     pub threads: usize,
 }
+
+/// Bytes behind an empty buffer's stand-in: more than the largest quantized block (Q8_K,
+/// 292 bytes), which a clamped dequantizing load reads whole.
+const EMPTY_STAND_IN_BYTES: usize = 512;
 
 /// A launch split across threads only when it runs at least this many innermost iterations.
 const MIN_PARALLEL_WORK: u64 = 16 * 1024;
@@ -111,6 +129,11 @@ pub struct CpuExecutable {
     /// Current state values: bytes and shape.
     states: HashMap<String, (AlignedBytes, Vec<usize>)>,
     arena: AlignedBytes,
+    /// Inputs, params and states the graph declares but no kernel reads (the schedule has
+    /// no buffer for them): values given for them are ignored, as the interpreter does.
+    unused: Vec<(&'static str, String, TensorType)>,
+    /// Conditions on the symbol values, checked before every run ([`bounds`]).
+    bounds: Vec<Bound>,
 }
 
 /// Raw pointers handed to worker threads (the buffers outlive the parallel section, and
@@ -150,6 +173,21 @@ impl CpuExecutable {
                 weights.insert(b.id, AlignedBytes::from_slice(&tensor_bytes(t)));
             }
         }
+        let g = &compiled.graph;
+        let declared = (g.inputs().into_iter().map(|(n, id)| ("input", n, id)))
+            .chain(g.params().into_iter().map(|(n, id)| ("param", n, id)))
+            .chain(g.states().into_iter().map(|(n, id)| ("state", n, id)));
+        let unused = declared
+            .filter(|&(kind, name, _)| {
+                !compiled.schedule.buffers.iter().any(|b| match &b.kind {
+                    BufferKind::Input(n) => kind == "input" && n == name,
+                    BufferKind::Param(n) => kind == "param" && n == name,
+                    BufferKind::State(n) => kind == "state" && n == name,
+                    _ => false,
+                })
+            })
+            .map(|(kind, name, id)| (kind, name.to_string(), g.ty(id).clone()))
+            .collect();
         Ok(CpuExecutable {
             schedule: compiled.schedule.clone(),
             plan: compiled.memory.clone(),
@@ -162,6 +200,8 @@ impl CpuExecutable {
             derived_ready: false,
             states: HashMap::new(),
             arena: AlignedBytes::default(),
+            unused,
+            bounds: bounds(&compiled.graph),
         })
     }
 
@@ -205,6 +245,36 @@ impl CpuExecutable {
             })
     }
 
+    /// [`Self::find`], or `None` for a source the graph declares but never reads (`t` must
+    /// still have its dtype, rank and constant dims, as the interpreter checks).
+    fn find_used(
+        &self,
+        kind: &'static str,
+        name: &str,
+        t: &Tensor,
+    ) -> Result<Option<BufferId>, CpuError> {
+        let err = match self.find(kind, name) {
+            Err(e) => e,
+            r => return r.map(Some),
+        };
+        let Some((_, _, ty)) = self.unused.iter().find(|(k, n, _)| *k == kind && n == name) else {
+            return Err(err);
+        };
+        let fits = t.dtype() == ty.dtype
+            && t.shape().len() == ty.shape.rank()
+            && (ty.shape.dims().iter().zip(t.shape()))
+                .all(|(d, &n)| d.as_const().is_none_or(|c| c == n as i64));
+        if !fits {
+            return Err(CpuError::Mismatch {
+                kind,
+                name: name.to_string(),
+                expected: format!("{}{}", ty.dtype, ty.shape),
+                got: format!("{}{:?}", t.dtype(), t.shape()),
+            });
+        }
+        Ok(None)
+    }
+
     /// Checks `t` against buffer `id`'s dtype and shape (symbols bound from `bindings`
     /// where possible, otherwise any extent matches and the symbol is bound).
     fn check(
@@ -242,7 +312,9 @@ impl CpuExecutable {
 
     /// Loads a weight (a `param` of the graph).
     pub fn set_param(&mut self, name: &str, t: &Tensor) -> Result<(), CpuError> {
-        let id = self.find("param", name)?;
+        let Some(id) = self.find_used("param", name, t)? else {
+            return Ok(());
+        };
         self.check("param", name, id, t, &mut Bindings::new())?;
         self.weights
             .insert(id, AlignedBytes::from_slice(&tensor_bytes(t)));
@@ -253,7 +325,9 @@ impl CpuExecutable {
 
     /// Sets a state's value (e.g. an empty KV cache before the first step).
     pub fn set_state(&mut self, name: &str, t: &Tensor) -> Result<(), CpuError> {
-        let id = self.find("state", name)?;
+        let Some(id) = self.find_used("state", name, t)? else {
+            return Ok(());
+        };
         self.check("state", name, id, t, &mut Bindings::new())?;
         self.states.insert(
             name.to_string(),
@@ -286,7 +360,9 @@ impl CpuExecutable {
         let mut b = bindings.clone();
         let mut input_bufs: HashMap<BufferId, AlignedBytes> = HashMap::new();
         for (name, t) in inputs {
-            let id = self.find("input", name)?;
+            let Some(id) = self.find_used("input", name, t)? else {
+                continue;
+            };
             self.check("input", name, id, t, &mut b)?;
             input_bufs.insert(id, AlignedBytes::from_slice(&tensor_bytes(t)));
         }
@@ -322,6 +398,49 @@ impl CpuExecutable {
                 _ => {}
             }
         }
+        // Every symbol has its value now: check the dims that could not be checked while
+        // symbols were still being bound (an input `[2*n]` given before the one binding `n`;
+        // a state's dims against explicit bindings).
+        for (name, t) in inputs {
+            if let Some(id) = self.find_used("input", name, t)? {
+                self.check("input", name, id, t, &mut b)?;
+            }
+        }
+        for info in &self.schedule.buffers {
+            let BufferKind::State(name) = &info.kind else {
+                continue;
+            };
+            let Some((_, shape)) = self.states.get(name) else {
+                continue;
+            };
+            let dims = info.shape.dims().iter().zip(shape);
+            if dims
+                .into_iter()
+                .any(|(d, &v)| d.eval(&b).is_ok_and(|x| x != v as i64))
+            {
+                return Err(CpuError::Mismatch {
+                    kind: "state",
+                    name: name.clone(),
+                    expected: format!("{}{}", info.dtype, info.shape),
+                    got: format!("{}{shape:?}", info.dtype),
+                });
+            }
+        }
+        for c in &self.bounds {
+            let (lo, hi) = (c.lo.eval(&b)?, c.hi.eval(&b)?);
+            if lo > hi {
+                return Err(CpuError::Bounds {
+                    what: c.what.clone(),
+                    condition: format!("{} <= {}", c.lo, c.hi),
+                    lo,
+                    hi,
+                });
+            }
+        }
+        // Inputs (and states) were copied into fresh buffers, which may sit at the address of
+        // an earlier run's buffer: forget every thread's cached dequantized block, or a
+        // quantized input could be read as the previous run's values.
+        kiln_compiler::backend::cpu::scalar::clear_dequant_cache();
         if !self.derived_ready {
             self.run_load_time()?;
         }
@@ -438,6 +557,11 @@ impl CpuExecutable {
         let kernel = &self.schedule.kernels[launch.kernel];
         let jit = &self.kernels[launch.kernel];
         let mut args: Vec<*mut u8> = Vec::with_capacity(kernel.params.len());
+        // An empty buffer may have no storage behind its address (an empty arena is a
+        // dangling pointer), yet a kernel still touches element 0 of it when a
+        // data-dependent index is out of range (clamped and flagged): it gets a zeroed
+        // stand-in, large enough for any element or quantized block, for this launch.
+        let mut stand_in: Option<AlignedBytes> = None;
         for p in &kernel.params {
             let (ptr, have) = ptrs[p.id.0 as usize];
             let need = bytes_of(p.dtype, &p.len, b)?;
@@ -449,6 +573,13 @@ impl CpuExecutable {
                     need,
                 });
             }
+            let ptr = if have == 0 {
+                stand_in
+                    .get_or_insert_with(|| AlignedBytes::zeroed(EMPTY_STAND_IN_BYTES))
+                    .as_mut_ptr()
+            } else {
+                ptr
+            };
             args.push(ptr);
         }
         let syms = kernel
@@ -522,6 +653,91 @@ impl CpuExecutable {
         }
         Ok(())
     }
+}
+
+/// A condition `lo <= hi` on symbol values (see [`bounds`]).
+#[derive(Clone, Debug)]
+struct Bound {
+    what: String,
+    lo: Dim,
+    hi: Dim,
+}
+
+/// The conditions under which every kernel stays inside its buffers, which the interpreter
+/// checks per node (`EvalError::Bounds`, `NegativeDim`, `EmptyReduction`) and kernels,
+/// computing flat indices, cannot: slices within their operand, slice updates (KV-cache
+/// writes) within their destination, gather/scatter indices within their operand on the
+/// other axes, max/min/argmax over at least one element, paddings and sizes not negative.
+/// Only those of nodes the outputs and state updates need, and only symbolic ones (constant
+/// ones were checked when the graph was built); each distinct condition once.
+fn bounds(g: &Graph) -> Vec<Bound> {
+    let mut needed = vec![false; g.nodes().len()];
+    let mut stack: Vec<_> = g
+        .outputs()
+        .iter()
+        .chain(g.state_updates())
+        .map(|o| o.1)
+        .collect();
+    while let Some(id) = stack.pop() {
+        if !std::mem::replace(&mut needed[id.index()], true) {
+            stack.extend(g.node(id).inputs.iter().copied());
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, n) in g.nodes().iter().enumerate().filter(|(i, _)| needed[*i]) {
+        let size = |k: usize, axis: usize| g.ty(n.inputs[k]).shape.dims()[axis].clone();
+        let mut add = |lo: Dim, hi: Dim| {
+            if !(lo.is_const() && hi.is_const()) && seen.insert((lo.clone(), hi.clone())) {
+                let what = format!("%{i} {}", n.op.name());
+                out.push(Bound { what, lo, hi });
+            }
+        };
+        let zero = || Dim::from(0);
+        match &n.op {
+            Op::Slice {
+                axis, start, end, ..
+            } => {
+                add(zero(), start.clone());
+                add(start.clone(), end.clone());
+                add(end.clone(), size(0, *axis));
+            }
+            Op::SliceUpdate { axis, start } => {
+                add(zero(), start.clone());
+                add(start.clone() + size(1, *axis), size(0, *axis));
+            }
+            Op::Pad { pads, .. } => {
+                for (before, after) in pads {
+                    add(zero(), before.clone());
+                    add(zero(), after.clone());
+                }
+            }
+            // Max, min and argmax of no elements are errors, unless the result is empty too.
+            Op::Reduce {
+                op: ReduceOp::Max | ReduceOp::Min | ReduceOp::ArgMax,
+                axes,
+                ..
+            } => {
+                let some = n.ty.shape.numel().minimum(&Dim::from(1));
+                for &a in axes {
+                    add(some.clone(), size(0, a));
+                }
+            }
+            // Indices no larger than the operand on every other axis (PyTorch's rule).
+            Op::Gather { axis } | Op::Scatter { axis, .. } => {
+                for d in (0..n.ty.shape.rank()).filter(|d| d != axis) {
+                    if size(1, d) != size(0, d) {
+                        add(size(1, d), size(0, d));
+                    }
+                }
+            }
+            _ => {}
+        }
+        for d in n.ty.shape.dims() {
+            add(zero(), d.clone());
+        }
+    }
+    out
 }
 
 /// Bytes of `elements` values of `dtype`.

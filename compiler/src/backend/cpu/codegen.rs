@@ -122,6 +122,10 @@ struct Emitter<'a, 'f, M: Module> {
     data_syms: HashSet<String>,
     helpers: HashMap<&'static str, cranelift_codegen::ir::FuncRef>,
     status: Value,
+    /// While a data-dependent index is computed: the OR of the overflow flags of its
+    /// multiplications and additions (a huge or negative index such as `i64::MIN * 16`
+    /// must not wrap back into the buffer and escape the range check).
+    overflow: Option<Value>,
 }
 
 impl<'a, 'f, M: Module> Emitter<'a, 'f, M> {
@@ -138,6 +142,7 @@ impl<'a, 'f, M: Module> Emitter<'a, 'f, M> {
             data_syms: HashSet::new(),
             helpers: HashMap::new(),
             status: Value::from_u32(0),
+            overflow: None,
         }
     }
 
@@ -337,24 +342,44 @@ impl<'a, 'f, M: Module> Emitter<'a, 'f, M> {
                 for _ in 0..*pow {
                     v = Some(match v {
                         None => a,
-                        Some(x) => self.b.ins().imul(x, a),
+                        Some(x) => self.index_op(BinaryOp::Mul, x, a),
                     });
                 }
             }
             let mut v = v.expect("a term with factors");
             if term.coefficient != 1 {
-                v = self.b.ins().imul_imm_s(v, term.coefficient);
+                let c = self.b.ins().iconst(types::I64, term.coefficient);
+                v = self.index_op(BinaryOp::Mul, v, c);
             }
             total = Some(match total {
                 None => v,
-                Some(t) => self.b.ins().iadd(t, v),
+                Some(t) => self.index_op(BinaryOp::Add, t, v),
             });
         }
         Ok(match total {
             None => self.b.ins().iconst(types::I64, constant),
-            Some(t) if constant != 0 => self.b.ins().iadd_imm_s(t, constant),
+            Some(t) if constant != 0 => {
+                let c = self.b.ins().iconst(types::I64, constant);
+                self.index_op(BinaryOp::Add, t, c)
+            }
             Some(t) => t,
         })
+    }
+
+    /// `x * y` or `x + y` of index values; records overflow while `self.overflow` is set.
+    fn index_op(&mut self, op: BinaryOp, x: Value, y: Value) -> Value {
+        let Some(flag) = self.overflow else {
+            return match op {
+                BinaryOp::Mul => self.b.ins().imul(x, y),
+                _ => self.b.ins().iadd(x, y),
+            };
+        };
+        let (r, of) = match op {
+            BinaryOp::Mul => self.b.ins().smul_overflow(x, y),
+            _ => self.b.ins().sadd_overflow(x, y),
+        };
+        self.overflow = Some(self.b.ins().bor(flag, of));
+        r
     }
 
     fn atom(&mut self, a: &DimAtom<'_>) -> Result<Value, CodegenError> {
@@ -420,14 +445,20 @@ impl<'a, 'f, M: Module> Emitter<'a, 'f, M> {
     /// into the buffer, and `*status` set when it was outside.
     fn address(&mut self, buffer: BufferId, index: &Dim) -> Result<Value, CodegenError> {
         let (base, dtype, len) = self.buffer(buffer)?;
+        let data = index.symbols().iter().any(|s| self.data_syms.contains(s));
+        if data {
+            self.overflow = Some(self.b.ins().iconst(types::I8, 0));
+        }
         let mut i = self.dim(index)?;
-        if index.symbols().iter().any(|s| self.data_syms.contains(s)) {
+        let wrapped = self.overflow.take();
+        if let (true, Some(wrapped)) = (data, wrapped) {
             let n = self.dim(&len)?;
             let last = self.b.ins().iadd_imm_s(n, -1);
             let zero = self.b.ins().iconst(types::I64, 0);
             let clamped = self.b.ins().smax(i, zero);
             let clamped = self.b.ins().smin(clamped, last);
             let outside = self.b.ins().icmp(IntCC::NotEqual, clamped, i);
+            let outside = self.b.ins().bor(outside, wrapped);
             let (flag, cont) = (self.b.create_block(), self.b.create_block());
             self.b.ins().brif(outside, flag, &[], cont, &[]);
             self.b.switch_to_block(flag);
