@@ -223,7 +223,11 @@ fn qmatvec(c: &mut Criterion) {
     for q in [QuantType::Q4_1, QuantType::Q4_K, QuantType::Q8_0] {
         for &(n, k) in &[(1536usize, 576usize), (576, 1536), (49152, 576)] {
             // The K types need whole 256-element blocks per row: 512 stands in for 576.
-            let k = if q.block_size() == 256 && k % 256 != 0 { 512 } else { k };
+            let k = if q.block_size() == 256 && k % 256 != 0 {
+                512
+            } else {
+                k
+            };
             let bytes = random_blocks(q, n * k);
             group.throughput(Throughput::Bytes(bytes.len() as u64));
             let wt = Tensor::quantized(q, vec![n, k], bytes).unwrap();

@@ -240,8 +240,15 @@ fn gated_mlp_with_f16_bf16_and_quantized_weights() {
                 f
             })
             .collect();
-        check_runs(&format!("gated mlp, {wt} weights"), &g, &runs, &|_, _| {
+        // Quantized weights: the backend quantizes activations to 8 bits per block (as
+        // llama.cpp does; Q8_K blocks of 256 for the K types): 1-4% RMS through three products.
+        let tol = if matches!(wt, DType::Quant(_)) {
+            Tol::RelRms(5e-2)
+        } else {
             close(1e-5)
+        };
+        check_runs(&format!("gated mlp, {wt} weights"), &g, &runs, &|_, _| {
+            tol.clone()
         });
     }
 }

@@ -100,6 +100,24 @@ fn tiny_llama_forward() {
 /// Cached decoding: a 5-token prompt, single tokens, a 2-token chunk; the runtime keeps the
 /// KV caches between steps.
 fn decode(cfg: &LlamaConfig, batch: usize, dtypes: &dyn Fn(&str) -> Option<DType>, label: &str) {
+    decode_with(cfg, batch, dtypes, label, &tol)
+}
+
+/// Logits through block-quantized weights: the backend quantizes the activations to 8 bits
+/// per block (as llama.cpp does), about 0.4% RMS per product (`cpu_smoke.rs` checks one
+/// product); through 14 such products, two RMSNorms and attention the logits of this tiny
+/// random model move by about 5% RMS. A wrong layout or scale moves them by ~100%.
+fn quantized_tol(_: &str) -> Tol {
+    Tol::RelRms(1e-1)
+}
+
+fn decode_with(
+    cfg: &LlamaConfig,
+    batch: usize,
+    dtypes: &dyn Fn(&str) -> Option<DType>,
+    label: &str,
+    tol: &dyn Fn(&str) -> Tol,
+) {
     let model = LlamaForCausalLM::new(cfg);
     let specs = model.param_specs();
     let quantized: Vec<(String, DType)> = specs
@@ -122,7 +140,7 @@ fn decode(cfg: &LlamaConfig, batch: usize, dtypes: &dyn Fn(&str) -> Option<DType
             f
         })
         .collect();
-    check_decode(label, &g, &weights, &states, &steps, &tol);
+    check_decode(label, &g, &weights, &states, &steps, tol);
 }
 
 #[test]
@@ -153,5 +171,5 @@ fn tiny_llama_q8_0_cached_decode() {
         name.ends_with("proj.weight")
             .then_some(DType::Quant(QuantType::Q8_0))
     };
-    decode(&cfg, 1, &q8, "tiny llama q8_0 decode");
+    decode_with(&cfg, 1, &q8, "tiny llama q8_0 decode", &quantized_tol);
 }
