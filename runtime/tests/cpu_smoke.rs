@@ -100,12 +100,13 @@ fn quantized_weight_matmul() {
                 .to_f64_vec()
                 .unwrap();
             let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1.0);
-            // Over all outputs, the 8-bit activations cost well under 1% (RMS).
+            // Over all outputs: few rows quantize the activations to 8 bits (about 0.4% RMS);
+            // from 16 rows on, the weights are dequantized and the product is f32.
             let err: f64 = want.iter().zip(&got).map(|(a, b)| (a - b) * (a - b)).sum();
             let norm: f64 = want.iter().map(|a| a * a).sum();
             let rel_rms = (err / norm.max(1e-300)).sqrt();
-            eprintln!("{q:?} m={m}: relative RMS error {rel_rms:.2e}");
-            assert!(rel_rms < 1e-2, "{q:?} m={m}: relative RMS error {rel_rms}");
+            let limit = if m >= 16 { 1e-5 } else { 1e-2 };
+            assert!(rel_rms < limit, "{q:?} m={m}: relative RMS error {rel_rms}");
             for (i, (a, b)) in want.iter().zip(&got).enumerate() {
                 assert!((a - b).abs() <= 0.02 * scale, "{q:?} m={m} {i}: {a} vs {b}");
             }

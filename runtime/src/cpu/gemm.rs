@@ -60,6 +60,10 @@ impl GemmKernel {
     }
 }
 
+/// From this many rows on, a block-quantized weight block is dequantized to f32 and
+/// multiplied with the f32 activations; below, activations are quantized (integer dots).
+const F32_ROUTE_ROWS: i64 = 16;
+
 /// Rows per task (a multiple of the f32 micro-kernel's 6-row panels).
 const ROW_BLOCK: i64 = 96;
 /// Columns per task when there is enough parallelism over rows and batches (the
@@ -236,7 +240,43 @@ pub(crate) fn run_gemm(
                         let i = param_index(*buffer).expect("a direct operand is a parameter");
                         let buf = args[i].0;
                         match dtype {
+                            DType::Quant(q) if rn >= F32_ROUTE_ROWS => {
+                                // Enough rows to amortize dequantizing the weight block:
+                                // f32 weights against the exact f32 activations.
+                                let (bs, bbytes) = (q.block_size() as i64, q.block_bytes() as i64);
+                                let w_stride = (ld / bs * bbytes) as usize;
+                                let first = ((base + ld * c0) / bs * bbytes) as usize;
+                                pb.resize(cn as usize * k, 0.0);
+                                for j in 0..cn as usize {
+                                    // SAFETY: weight row `c0 + j` is `k` elements of whole
+                                    // blocks the kernel reads; `pb` holds `cn * k` f32.
+                                    unsafe {
+                                        mk::dequantize_row(
+                                            *q,
+                                            k,
+                                            buf.add(first + j * w_stride),
+                                            pb.as_mut_ptr().add(j * k),
+                                        )
+                                    };
+                                }
+                                // SAFETY: as for the packed operand.
+                                unsafe {
+                                    mk::gemm_nt_f32(
+                                        rn as usize,
+                                        cn as usize,
+                                        k,
+                                        a_ptr,
+                                        lda,
+                                        pb.as_ptr(),
+                                        k,
+                                        tile,
+                                        cn as usize,
+                                    )
+                                };
+                            }
                             DType::Quant(q) => {
+                                // Few rows (decode): integer dots against activations
+                                // quantized to 8 bits per block, as llama.cpp does.
                                 let (bs, bbytes) = (q.block_size() as i64, q.block_bytes() as i64);
                                 let at = mk::activation_type(*q);
                                 let a_stride = at.bytes_for(k).unwrap_or(0);
