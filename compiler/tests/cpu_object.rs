@@ -103,7 +103,8 @@ fn object_is_a_relocatable_elf_with_every_kernel_symbol() {
         .filter(|s| s.is_undefined())
         .map(|s| s.name().unwrap().to_string())
         .collect();
-    for helper in ["kiln_unary_f64", "kiln_binary_i64"] {
+    // (tanh is inline code; integer floor division calls a helper.)
+    for helper in ["kiln_binary_i64"] {
         assert!(
             undefined.iter().any(|u| u == helper),
             "{helper} not referenced: {undefined:?}"
