@@ -8,6 +8,7 @@
 //! - [`object`]: ahead-of-time compilation of kernels into a relocatable object file.
 //! - [`parallel`]: which loops are split across threads.
 //! - [`scalar`]: the helper functions generated code calls.
+//! - [`vector`]: SIMD code for innermost loops (part of [`codegen`]).
 //! - [`normalize`]: a kernel's identity for the cache.
 
 pub mod codegen;
@@ -19,6 +20,6 @@ pub mod object;
 pub mod parallel;
 pub mod scalar;
 
-pub use codegen::CodegenError;
+pub use codegen::{vector, CodegenError};
 pub use jit::{compile_kernel, compile_kernels, JitKernel, KernelFn};
 pub use object::{emit_object, ObjectCode};
