@@ -19,9 +19,10 @@
 //!
 //! # Values
 //!
-//! One vector iteration covers 4 consecutive iterations (lanes) of the loop; the main loop
-//! runs [`GROUPS`] of them per trip, and a scalar loop (the ordinary scalar code of the same
-//! body) runs the remaining `n mod (4 * GROUPS)` iterations. Four lanes of a dtype are held
+//! One vector covers 4 consecutive iterations (lanes) of the loop; the main loop runs
+//! [`GROUPS`] vectors per trip (measured faster than one: independent work, and more
+//! accumulators for reductions), one more vector runs when 4 to 7 iterations are left, and a
+//! scalar loop (the ordinary scalar code of the same body) runs the last `n mod 4`. Four lanes of a dtype are held
 //! as: f32 one `f32x4`, i32 one `i32x4`, f64 two `f64x2` (lanes 0-1, 2-3), i64 two `i64x2`,
 //! bool one `i32x4` mask (all ones or zero per lane). Cranelift's vectors are at most 128 bits.
 //!
@@ -695,10 +696,11 @@ impl<M: Module> Emitter<'_, '_, M> {
         let enough = self
             .b
             .ins()
-            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, count, step);
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, count, LANES);
         let rem_start = self.b.declare_var(types::I64);
         self.b.def_var(rem_start, start);
-        let (pre, header, body, exit, rem) = (
+        let (pre, body, tail_check, tail, exit, rem) = (
+            self.b.create_block(),
             self.b.create_block(),
             self.b.create_block(),
             self.b.create_block(),
@@ -769,16 +771,18 @@ impl<M: Module> Emitter<'_, '_, M> {
                 }
             }
         }
+        // The main loop, GROUPS vectors per trip, runs when there are at least that many
+        // iterations. It is rotated (the test at the bottom): Cranelift's loop-invariant code
+        // motion visits blocks in dominator-tree order and loses track of a loop whose exit
+        // block it visits before the body, as it does when the test is in the header.
         let iv = self.b.declare_var(types::I64);
         self.b.def_var(iv, start);
-        self.b.ins().jump(header, &[]);
+        let trip = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, count, step);
+        self.b.ins().brif(trip, body, &[], tail_check, &[]);
 
-        self.b.switch_to_block(header);
-        let i = self.b.use_var(iv);
-        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, vend);
-        self.b.ins().brif(more, body, &[], exit, &[]);
-
-        // The body: GROUPS vectors of LANES iterations.
         self.b.switch_to_block(body);
         let i = self.b.use_var(iv);
         for g in 0..GROUPS {
@@ -787,30 +791,33 @@ impl<M: Module> Emitter<'_, '_, M> {
             } else {
                 self.b.ins().iadd_imm_s(i, g * LANES)
             };
-            self.define(&l.var, DType::I64, ig);
-            st.i = ig;
-            for s in stmts {
-                self.vstmt(&mut st, s)?;
-            }
-            if let Some(r) = &red {
-                let x = self.vexpr(&mut st, r.term, false)?;
-                let parts = x.ty.parts();
-                for k in 0..parts {
-                    let (var, ty) = accs[g as usize * parts + k];
-                    let a = self.b.use_var(var);
-                    let a = VVal::one(ty, a);
-                    let xk = VVal::one(ty, x.p[k]);
-                    let n = self.vbinary_part(r.op, a, xk)?;
-                    self.b.def_var(var, n);
-                }
-            }
+            self.vgroup(&mut st, l, stmts, red.as_ref(), &accs, g as usize, ig)?;
         }
         let next = self.b.ins().iadd_imm_s(i, step);
         self.b.def_var(iv, next);
-        self.b.ins().jump(header, &[]);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, next, vend);
+        self.b.ins().brif(more, body, &[], tail_check, &[]);
 
-        // After the loop: combine the lanes, continue with the scalar remainder.
+        // One more vector when 4 to 7 iterations are left.
+        self.b.switch_to_block(tail_check);
+        let i = self.b.use_var(iv);
+        let left = self.b.ins().isub(end, i);
+        let four = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, left, LANES);
+        self.b.ins().brif(four, tail, &[], exit, &[]);
+        self.b.switch_to_block(tail);
+        // Lengths computed in the main loop's body do not dominate this block.
+        st.lens.clear();
+        self.vgroup(&mut st, l, stmts, red.as_ref(), &accs, 0, i)?;
+        let next = self.b.ins().iadd_imm_s(i, LANES);
+        self.b.def_var(iv, next);
+        self.b.ins().jump(exit, &[]);
+
+        // After the vectors: combine the lanes, continue with the scalar remainder.
         self.b.switch_to_block(exit);
+        let vend = self.b.use_var(iv);
         let mut rs = vend;
         if let (Some(r), Some((acc_var, a0))) = (&red, acc0) {
             let ty = VTy::of(r.dtype).expect("checked by plan");
@@ -846,6 +853,39 @@ impl<M: Module> Emitter<'_, '_, M> {
             e.define(&var, DType::I64, i);
             e.stmts(&l.body)
         })
+    }
+
+    /// One vector of the body: iterations `i..i + 4`; a reduction updates the accumulators
+    /// of group `g`.
+    #[allow(clippy::too_many_arguments)]
+    fn vgroup(
+        &mut self,
+        st: &mut VecState<'_>,
+        l: &Loop,
+        stmts: &[Stmt],
+        red: Option<&Reduction<'_>>,
+        accs: &[(Variable, VTy)],
+        g: usize,
+        i: Value,
+    ) -> Result<(), CodegenError> {
+        self.define(&l.var, DType::I64, i);
+        st.i = i;
+        for s in stmts {
+            self.vstmt(st, s)?;
+        }
+        if let Some(r) = red {
+            let x = self.vexpr(st, r.term, false)?;
+            let parts = x.ty.parts();
+            for k in 0..parts {
+                let (var, ty) = accs[g * parts + k];
+                let a = self.b.use_var(var);
+                let a = VVal::one(ty, a);
+                let xk = VVal::one(ty, x.p[k]);
+                let n = self.vbinary_part(r.op, a, xk)?;
+                self.b.def_var(var, n);
+            }
+        }
+        Ok(())
     }
 
     /// The lanes of the accumulator parts folded into one scalar of `r.dtype` (the
