@@ -21,8 +21,20 @@
 //! Transcendental functions, `pow`, float `mod`, integer floor division and f16 conversions
 //! call the helpers of [`super::scalar`], which compute exactly what the interpreter does.
 //! Indices are `i64` arithmetic over the [`Dim`] canonical form with Python floor semantics.
+//!
+//! # Vector code
+//!
+//! An innermost loop that [`vector::plan`] accepts (elementwise bodies over contiguous or
+//! broadcast f32/f64/i32/i64 data, and the f64 sums and min/max reductions of row kernels)
+//! is emitted by [`vector`] instead: 4 lanes per vector, then this scalar code for the
+//! remainder. Lanes compute bit for bit what the scalar code computes, except that a
+//! vectorized f64 **sum adds in another order** (lane accumulators combined at the end):
+//! softmax, RMSNorm and LayerNorm sums then agree with the interpreter within f32
+//! accumulation error rather than bit for bit.
 
 use super::math;
+#[path = "vector.rs"]
+pub mod vector;
 use super::parallel::parallel_nest;
 use super::scalar::{binary_code, dtype_code, unary_code};
 use crate::loop_ir::{BufferId, Expr, Kernel, Stmt};
@@ -173,6 +185,8 @@ impl<'a, 'f, M: Module> Emitter<'a, 'f, M> {
         let nest = parallel_nest(self.kernel);
         if nest.is_empty() {
             self.stmts(&self.kernel.body)?;
+        } else if nest.len() == 1 && self.try_vector_loop(nest[0], lo, hi)? {
+            // The kernel is one innermost loop over lo..hi, vectorized.
         } else {
             // One flat loop over lo..hi; each loop variable of the nest recovered by div/mod.
             let extents = nest
@@ -257,6 +271,9 @@ impl<'a, 'f, M: Module> Emitter<'a, 'f, M> {
             Stmt::Loop(l) => {
                 let zero = self.b.ins().iconst(types::I64, 0);
                 let n = self.dim(&l.extent)?;
+                if self.try_vector_loop(l, zero, n)? {
+                    return Ok(());
+                }
                 let var = l.var.clone();
                 self.counted_loop(zero, n, |e, i| {
                     e.define(&var, DType::I64, i);

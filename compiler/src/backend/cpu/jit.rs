@@ -2,7 +2,7 @@
 //! by (normalized kernel, target): a kernel compiled once is never compiled again, whichever
 //! schedule or layer it comes from.
 
-use super::codegen::{define_kernel, CodegenError};
+use super::codegen::{define_kernel, vector, CodegenError};
 use super::normalize::normalized;
 use super::parallel::parallel_extent;
 use super::scalar;
@@ -70,9 +70,11 @@ fn cache() -> &'static Cache {
 /// module) and returns their compiled forms in order.
 pub fn compile_kernels(kernels: &[Kernel]) -> Result<Vec<Arc<JitKernel>>, CodegenError> {
     let target = target_key();
+    // Kernels compiled under `vector::scalar_only` are cached apart.
+    let form = if vector::enabled() { "" } else { "\nscalar" };
     let keys: Vec<(String, &'static str)> = kernels
         .iter()
-        .map(|k| (normalized(k).to_string(), target))
+        .map(|k| (format!("{}{form}", normalized(k)), target))
         .collect();
     let mut todo: Vec<usize> = Vec::new();
     {

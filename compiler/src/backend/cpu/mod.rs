@@ -9,6 +9,7 @@
 //! - [`parallel`]: which loops are split across threads.
 //! - [`scalar`]: the helper functions generated code calls (in `kiln-cpu-kernels`, so an
 //!   ahead-of-time binary links them without the compiler).
+//! - [`vector`]: SIMD code for innermost loops (part of [`codegen`]).
 //! - [`normalize`]: a kernel's identity for the cache.
 
 pub mod codegen;
@@ -20,6 +21,6 @@ pub mod object;
 pub mod parallel;
 pub use kiln_cpu_kernels::scalar;
 
-pub use codegen::CodegenError;
+pub use codegen::{vector, CodegenError};
 pub use jit::{compile_kernel, compile_kernels, JitKernel, KernelFn};
 pub use object::{emit_object, ObjectCode};
