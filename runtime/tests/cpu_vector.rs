@@ -767,3 +767,78 @@ fn embedding_rows() {
         assert_eq!(v, s);
     }
 }
+
+/// A causal mask from index arithmetic (i64 lanes compared, the mask narrowed to select f32
+/// lanes) before a softmax; an iota cast to i32 and f32.
+#[test]
+fn causal_mask_softmax_and_iota() {
+    for symbolic in [false, true] {
+        for &w in &SIZES {
+            let mut g = Graph::new();
+            let d = dims("n", (!symbolic).then_some(w));
+            let x = input(&mut g, "x", DType::F32, &d);
+            let shape = Shape::new(d.to_vec());
+            let row = g.iota(0, DType::I64, shape.clone()).unwrap();
+            let col = g.iota(1, DType::I64, shape.clone()).unwrap();
+            let past = g.scalar(Scalar::Int(2), DType::I64).unwrap();
+            let lim = g.add(row, past).unwrap();
+            let keep = g.le(col, lim).unwrap();
+            let ninf = f32_const(&mut g, f64::NEG_INFINITY);
+            let xm = g.where_(keep, x, ninf).unwrap();
+            let mx = g.max(xm, &[1], true).unwrap();
+            let dd = g.sub(xm, mx).unwrap();
+            let e = g.exp(dd).unwrap();
+            let z = g.sum(e, &[1], true).unwrap();
+            let y = g.div(e, z).unwrap();
+            g.set_output("y", y).unwrap();
+            // i64 -> f32 stays scalar (no exact vector conversion); through i32 it is not.
+            let ci = g.cast(col, DType::I32).unwrap();
+            let ci = g.cast(ci, DType::F32).unwrap();
+            let s = g.mul(ci, x).unwrap();
+            g.set_output("iota", s).unwrap();
+            let case = Case {
+                g: &g,
+                inputs: vec![("x", row_inputs(6, w, 91 + w as u64, false))],
+                params: vec![],
+            };
+            let label = format!("causal w={w} symbolic={symbolic}");
+            let n = case.check(
+                &label,
+                &[Cmp::Scaled { tol: 1e-6, row: w }, Cmp::Exact],
+                &[false, true],
+            );
+            if w >= 4 || symbolic {
+                assert!(n >= 4, "{label}: {n} loops vectorized");
+            }
+        }
+    }
+}
+
+/// Integer reductions (exact in any order): row sums and maxima of i32.
+#[test]
+fn int32_row_reductions() {
+    for symbolic in [false, true] {
+        for &w in &SIZES {
+            let mut g = Graph::new();
+            let d = dims("n", (!symbolic).then_some(w));
+            let a = input(&mut g, "a", DType::I32, &d);
+            let s = g.sum(a, &[1], false).unwrap();
+            g.set_output("sum", s).unwrap();
+            let m = g.max(a, &[1], false).unwrap();
+            g.set_output("max", m).unwrap();
+            let case = Case {
+                g: &g,
+                inputs: vec![(
+                    "a",
+                    Tensor::from_vec(vec![4, w], ints(4 * w, 101 + w as u64)).unwrap(),
+                )],
+                params: vec![],
+            };
+            let label = format!("i32 rows w={w} symbolic={symbolic}");
+            let n = case.check(&label, &[Cmp::Exact, Cmp::Exact], &[true, true]);
+            if w >= 4 || symbolic {
+                assert!(n >= 2, "{label}: {n} loops vectorized");
+            }
+        }
+    }
+}

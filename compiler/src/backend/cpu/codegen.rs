@@ -24,7 +24,7 @@
 //!
 //! # Vector code
 //!
-//! An innermost loop that [`vector::plan`] accepts (elementwise bodies over contiguous or
+//! An innermost loop that [`vector`] accepts (elementwise bodies over contiguous or
 //! broadcast f32/f64/i32/i64 data, and the f64 sums and min/max reductions of row kernels)
 //! is emitted by [`vector`] instead: 4 lanes per vector, then this scalar code for the
 //! remainder. Lanes compute bit for bit what the scalar code computes, except that a

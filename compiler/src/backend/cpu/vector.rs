@@ -3,7 +3,7 @@
 //!
 //! # What is vectorized
 //!
-//! [`plan`] decides, from the loop IR alone, whether an innermost loop (no nested loop, no
+//! `plan` decides, from the loop IR alone, whether an innermost loop (no nested loop, no
 //! `if`) gets vector code; the code generator asks it for every loop it reaches, and
 //! [`vectorized_loops`] counts the loops of a kernel it accepts. The loop's
 //! [`LoopAnnot::vector`](crate::loop_ir::LoopAnnot) hint is not needed: legality decides.
@@ -21,14 +21,16 @@
 //!
 //! One vector covers 4 consecutive iterations (lanes) of the loop; the main loop runs
 //! [`GROUPS`] vectors per trip (measured faster than one: independent work, and more
-//! accumulators for reductions), one more vector runs when 4 to 7 iterations are left, and a
-//! scalar loop (the ordinary scalar code of the same body) runs the last `n mod 4`. Four lanes of a dtype are held
-//! as: f32 one `f32x4`, i32 one `i32x4`, f64 two `f64x2` (lanes 0-1, 2-3), i64 two `i64x2`,
-//! bool one `i32x4` mask (all ones or zero per lane). Cranelift's vectors are at most 128 bits.
+//! accumulators for reductions), one more vector runs when 4 to 7 iterations are left, and
+//! a scalar loop (the ordinary scalar code of the same body) runs the last `n mod 4`. Four
+//! lanes of a dtype are held as: f32 one `f32x4`, i32 one `i32x4`, f64 two `f64x2` (lanes
+//! 0-1, 2-3), i64 two `i64x2`, bool one `i32x4` mask (all ones or zero per lane).
+//! Cranelift's vectors are at most 128 bits.
 //!
-//! Every sub-expression that does not depend on the loop variable is computed once by the
-//! scalar code before the vector loop and broadcast (a norm's `rsqrt(mean + eps)`, a row's
-//! maximum, constants, loads at a fixed index).
+//! Every sub-expression that does not depend on the loop variable (and, inside a `select`
+//! arm, reads no memory) is computed once by the scalar code before the vector loop and
+//! broadcast: a norm's `rsqrt(mean + eps)`, a row's maximum, constants, loads at a fixed
+//! index, the row index of an embedding lookup (`bind`).
 //!
 //! # Numerics
 //!
@@ -58,15 +60,18 @@
 //! load when all four elements lie inside the buffer, else lane by lane, loading only
 //! in-range elements (the others are zero and discarded by the select). A load whose index
 //! depends on data (an embedding row) is checked the same way, its slow path clamping and
-//! setting the status flag exactly as the scalar code does; a data-dependent load inside a
-//! select arm, a `bind`, a block-quantized load or a strided (non-unit, non-zero) index
-//! keeps the loop scalar. Loads of a buffer the loop stores to must read the stored element.
+//! setting the status flag exactly as the scalar code does. Loads of a buffer the loop stores
+//! to must read the element being stored.
 //!
 //! # Falls back to scalar
 //!
-//! Anything else: f16/bf16 and u8/u32/i8/i16/bool buffers, transcendental functions other
-//! than f32 `exp`/`tanh` (`log`, `erf`, `sin`, `pow`, ...), integer division, gathers, `if`,
-//! serial loops, reductions of other shapes (f32 sums, products).
+//! Anything else keeps the loop scalar: f16/bf16 and u8/u32/i8/i16/bool buffers;
+//! transcendental functions other than f32 `exp`/`tanh` (`log`, `erf`, `sin`, `pow`, ...),
+//! float `mod`, integer division; i64 -> f32 and f64 -> int casts; strided (non-unit,
+//! non-zero) or data-dependent store indices and strided loads; gathers (a `bind` whose
+//! value depends on the loop variable), a data-dependent load inside a `select` arm,
+//! block-quantized loads; `if`, nested and serial loops; reductions of other shapes (f32
+//! sums, products, a float `min`/`max` with the accumulator second).
 
 use super::{value_is_data, CodegenError, Emitter};
 use crate::backend::cpu::math;
