@@ -196,16 +196,8 @@ fn random_blocks(q: QuantType, elements: usize) -> Vec<u8> {
             s as u8
         })
         .collect();
-    let fields: &[usize] = match q {
-        QuantType::Q4_0 | QuantType::Q5_0 | QuantType::Q8_0 => &[0],
-        QuantType::Q4_1 | QuantType::Q5_1 | QuantType::Q4_K | QuantType::Q5_K => &[0, 2],
-        QuantType::Q2_K => &[80, 82],
-        QuantType::Q3_K => &[108],
-        QuantType::Q6_K => &[208],
-        QuantType::Q8_K => &[],
-    };
     for block in bytes.chunks_exact_mut(q.block_bytes()) {
-        for &off in fields {
+        for &off in q.f16_scale_offsets() {
             let v = half::f16::from_f32(0.01);
             block[off..off + 2].copy_from_slice(&v.to_bits().to_le_bytes());
         }

@@ -116,27 +116,18 @@ fn quantized_weight_matmul() {
 
 /// Random valid blocks: random quant bytes with small finite f16 (or f32) scales.
 fn random_blocks(q: kiln_ir::QuantType, elements: usize) -> Vec<u8> {
-    use kiln_ir::QuantType as Q;
     let raw: Vec<u8> = rand(q.bytes_for(elements).unwrap(), 77)
         .iter()
         .map(|v| ((v + 1.0) * 127.9) as u8)
         .collect();
     let mut bytes = raw;
     let scales = rand(bytes.len(), 5);
-    let fields: &[usize] = match q {
-        Q::Q4_0 | Q::Q5_0 | Q::Q8_0 => &[0],
-        Q::Q4_1 | Q::Q5_1 | Q::Q4_K | Q::Q5_K => &[0, 2],
-        Q::Q2_K => &[80, 82],
-        Q::Q3_K => &[108],
-        Q::Q6_K => &[208],
-        Q::Q8_K => &[],
-    };
     for (i, block) in bytes.chunks_exact_mut(q.block_bytes()).enumerate() {
-        for &off in fields {
+        for &off in q.f16_scale_offsets() {
             let v = half::f16::from_f32(scales[i % scales.len()] * 0.05);
             block[off..off + 2].copy_from_slice(&v.to_bits().to_le_bytes());
         }
-        if q == Q::Q8_K {
+        if q == kiln_ir::QuantType::Q8_K {
             block[..4].copy_from_slice(&(scales[i] * 0.01).to_le_bytes());
         }
     }

@@ -33,23 +33,11 @@ impl Rng {
     }
 }
 
-/// Offsets of the f16 scale fields of each type's block.
-fn f16_fields(w: QuantType) -> &'static [usize] {
-    match w {
-        QuantType::Q4_0 | QuantType::Q5_0 | QuantType::Q8_0 => &[0],
-        QuantType::Q4_1 | QuantType::Q5_1 | QuantType::Q4_K | QuantType::Q5_K => &[0, 2],
-        QuantType::Q2_K => &[80, 82],
-        QuantType::Q3_K => &[108],
-        QuantType::Q6_K => &[208],
-        QuantType::Q8_K => &[],
-    }
-}
-
 /// `k` elements of random valid `w` blocks: random quant bytes, finite random scales.
 pub fn random_row(rng: &mut Rng, w: QuantType, k: usize) -> Vec<u8> {
     let mut row = rng.bytes(w.bytes_for(k).unwrap());
     for block in row.chunks_exact_mut(w.block_bytes()) {
-        for &off in f16_fields(w) {
+        for &off in w.f16_scale_offsets() {
             let v = half::f16::from_f32(rng.uniform() * 0.05);
             block[off..off + 2].copy_from_slice(&v.to_bits().to_le_bytes());
         }

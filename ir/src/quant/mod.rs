@@ -153,6 +153,20 @@ impl QuantType {
             .find(|q| q.name().eq_ignore_ascii_case(name))
     }
 
+    /// Byte offsets within a block of its f16 scale fields (`d`, and `dmin`/`m` where the
+    /// format has one); empty for Q8_K, whose `d` is an f32 at offset 0. Writers of random
+    /// test blocks set these so the scales are finite.
+    pub const fn f16_scale_offsets(self) -> &'static [usize] {
+        match self {
+            QuantType::Q4_0 | QuantType::Q5_0 | QuantType::Q8_0 => &[0],
+            QuantType::Q4_1 | QuantType::Q5_1 | QuantType::Q4_K | QuantType::Q5_K => &[0, 2],
+            QuantType::Q2_K => &[80, 82],
+            QuantType::Q3_K => &[108],
+            QuantType::Q6_K => &[208],
+            QuantType::Q8_K => &[],
+        }
+    }
+
     /// Bytes needed to store `elements` values, or `None` if `elements` is not a whole
     /// number of blocks (or the byte count would overflow `usize`).
     pub fn bytes_for(self, elements: usize) -> Option<usize> {

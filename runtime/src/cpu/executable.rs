@@ -484,9 +484,8 @@ impl CpuExecutable {
                 *slot = (s.as_mut_ptr(), s.len());
             }
         }
-        for i in 0..self.schedule.launches.len() {
-            let launch = self.schedule.launches[i].clone();
-            self.launch(&launch, &ptrs, &b)?;
+        for launch in &self.schedule.launches {
+            self.launch(launch, &ptrs, &b)?;
         }
         let mut result = Vec::new();
         for (name, id) in &self.schedule.outputs {
@@ -541,8 +540,8 @@ impl CpuExecutable {
         for (id, bytes) in self.weights.iter_mut() {
             ptrs[id.0 as usize] = (bytes.as_mut_ptr(), bytes.len());
         }
-        for launch in self.schedule.load_time.clone() {
-            self.launch(&launch, &ptrs, &b)?;
+        for launch in &self.schedule.load_time {
+            self.launch(launch, &ptrs, &b)?;
         }
         self.derived_ready = true;
         Ok(())

@@ -171,7 +171,13 @@ pub(crate) fn run_gemm(
             let (pa, pb, tiles, qa) = &mut *scratch;
             let tile_len = (rn * cn) as usize;
             tiles.resize(tile_len * plan.phases.len(), 0.0);
-            let base_args: Vec<*mut u8> = args.iter().map(|a| a.0).collect();
+            // One argument list per task: the kernel's buffers, then a pack kernel's panel
+            // (the last slot, replaced per call) or the epilogue's tiles.
+            let mut call_args: Vec<*mut u8> =
+                Vec::with_capacity(args.len() + plan.phases.len().max(1));
+            call_args.extend(args.iter().map(|a| a.0));
+            call_args.push(std::ptr::null_mut());
+            let panel_slot = args.len();
             // Bindings with the batch variables, only where an operand's offset needs them.
             let needs_batch = !plan.batch_vars.is_empty();
             let bb = if needs_batch {
@@ -196,12 +202,11 @@ pub(crate) fn run_gemm(
                     }
                     None => {
                         pa.resize(rn as usize * k, 0.0);
-                        let mut a_args = base_args.clone();
-                        a_args.push(pa.as_mut_ptr().cast());
+                        call_args[panel_slot] = pa.as_mut_ptr().cast();
                         // SAFETY: the pack kernel's parameters are the matmul kernel's plus
                         // the panel, which holds `rn * k` f32; symbols in `plan.symbols` order.
                         unsafe {
-                            (g.pack_a[p].entry)(a_args.as_ptr(), s.as_ptr(), 0, rn, &mut status)
+                            (g.pack_a[p].entry)(call_args.as_ptr(), s.as_ptr(), 0, rn, &mut status)
                         };
                         (pa.as_ptr(), k)
                     }
@@ -210,11 +215,10 @@ pub(crate) fn run_gemm(
                 match &phase.b {
                     BOperand::Packed(_) => {
                         pb.resize(cn as usize * k, 0.0);
-                        let mut b_args = base_args.clone();
-                        b_args.push(pb.as_mut_ptr().cast());
+                        call_args[panel_slot] = pb.as_mut_ptr().cast();
                         let pack = g.pack_b[p].as_ref().expect("a packed operand has a kernel");
                         // SAFETY: as for pack A, with `cn * k` f32.
-                        unsafe { (pack.entry)(b_args.as_ptr(), s.as_ptr(), 0, cn, &mut status) };
+                        unsafe { (pack.entry)(call_args.as_ptr(), s.as_ptr(), 0, cn, &mut status) };
                         // SAFETY: panels and tile hold the elements the call touches.
                         unsafe {
                             mk::gemm_nt_f32(
@@ -331,7 +335,8 @@ pub(crate) fn run_gemm(
                     }
                 }
             }
-            let mut e_args = base_args;
+            let mut e_args = call_args;
+            e_args.truncate(panel_slot);
             for p in 0..plan.phases.len() {
                 e_args.push(tiles[p * tile_len..].as_mut_ptr().cast());
             }

@@ -565,12 +565,8 @@ pub fn uniform(dt: DType, shape: &[usize], rng: &mut Rng, scale: f64) -> Tensor 
 /// f32 `d` at 0): random bytes there would give NaN, infinite or enormous values.
 fn scale_fields(q: QuantType) -> (&'static [usize], bool) {
     match q {
-        QuantType::Q4_0 | QuantType::Q5_0 | QuantType::Q8_0 => (&[0], false),
-        QuantType::Q4_1 | QuantType::Q5_1 | QuantType::Q4_K | QuantType::Q5_K => (&[0, 2], false),
-        QuantType::Q2_K => (&[80, 82], false),
-        QuantType::Q3_K => (&[108], false),
-        QuantType::Q6_K => (&[208], false),
         QuantType::Q8_K => (&[0], true),
+        q => (q.f16_scale_offsets(), false),
     }
 }
 
