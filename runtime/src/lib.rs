@@ -4,5 +4,6 @@
 //! Devices: [`cpu`] (native code from the Cranelift backend).
 
 pub mod cpu;
+pub mod weights;
 
 pub use cpu::{CpuError, CpuExecutable, CpuOptions};
