@@ -68,6 +68,7 @@ impl Case {
             rope_scaling: RopeScaling::None,
             tie_word_embeddings: self.meta["tie_word_embeddings"].as_bool().unwrap(),
             attention_bias: self.meta["attention_bias"].as_bool().unwrap(),
+            attention_out_bias: self.meta["attention_bias"].as_bool().unwrap(),
             mlp_bias: false,
             max_position_embeddings: self.usize("max_position_embeddings"),
             kv_cache_batch: if self.name == "tied" {

@@ -4,6 +4,7 @@
 //! Devices: [`cpu`] (native code from the Cranelift backend).
 
 pub mod cpu;
+pub mod llm;
 pub mod weights;
 
 pub use cpu::{CpuError, CpuExecutable, CpuOptions};

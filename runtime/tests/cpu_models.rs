@@ -27,6 +27,7 @@ fn tiny() -> LlamaConfig {
         rope_scaling: RopeScaling::None,
         tie_word_embeddings: true,
         attention_bias: false,
+        attention_out_bias: false,
         mlp_bias: false,
         max_position_embeddings: 16,
         kv_cache_batch: Dim::constant(1),
@@ -38,6 +39,7 @@ fn tiny_with_biases() -> LlamaConfig {
     LlamaConfig {
         tie_word_embeddings: false,
         attention_bias: true,
+        attention_out_bias: true,
         mlp_bias: true,
         kv_cache_batch: Dim::symbol("batch"),
         ..tiny()

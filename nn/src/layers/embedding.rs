@@ -34,7 +34,8 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    /// Looks up integer `ids` of any shape.
+    /// Looks up integer `ids` of any shape. A block-quantized table (a GGUF file's dtype, set
+    /// when tracing) gives f32 vectors.
     #[track_caller]
     pub fn forward(&self, ids: &Tensor) -> Tensor {
         let loc = Location::caller();
@@ -47,7 +48,11 @@ impl Embedding {
         let w = self.weight.val();
         let shape = ids.shape();
         let flat = ids.reshape(Shape(vec![shape.numel()]));
-        let rows = w.index_select(0, &flat);
+        let mut rows = w.index_select(0, &flat);
+        if rows.dtype().is_quantized() {
+            // A block-quantized table (GGUF) gives its rows dequantized.
+            rows = rows.to(kiln_ir::DType::F32);
+        }
         let mut out = shape.0;
         out.push(w.size(-1));
         rows.reshape(Shape(out))

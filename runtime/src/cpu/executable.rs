@@ -14,6 +14,7 @@ use kiln_compiler::Compiled;
 use kiln_ir::{Bindings, DType, Dim, DimError, Graph, Op, ReduceOp, Tensor, TensorType};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use crate::weights::{WeightBytes, WeightTensor};
 
 /// Why a CPU executable could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +124,7 @@ pub struct CpuExecutable {
     pool: rayon::ThreadPool,
     threads: usize,
     /// Params, constants and load-time results, by buffer.
-    weights: HashMap<BufferId, AlignedBytes>,
+    weights: HashMap<BufferId, Weight>,
     /// True once load-time kernels ran on the current weights.
     derived_ready: bool,
     /// Current state values: bytes and shape.
@@ -134,6 +135,31 @@ pub struct CpuExecutable {
     unused: Vec<(&'static str, String, TensorType)>,
     /// Conditions on the symbol values, checked before every run ([`bounds`]).
     bounds: Vec<Bound>,
+}
+
+/// A weight's bytes: owned, or shared with a (memory-mapped) file. Kernels never write
+/// params; only load-time results (owned) are written.
+enum Weight {
+    Owned(AlignedBytes),
+    Shared(WeightBytes),
+}
+
+impl Weight {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Weight::Owned(a) => a.as_slice(),
+            Weight::Shared(w) => w.as_slice(),
+        }
+    }
+
+    /// Address and length for generated code.
+    fn ptr_len(&mut self) -> (*mut u8, usize) {
+        match self {
+            Weight::Owned(a) => (a.as_mut_ptr(), a.len()),
+            // Read-only: params are kernel inputs only.
+            Weight::Shared(w) => (w.as_slice().as_ptr().cast_mut(), w.as_slice().len()),
+        }
+    }
 }
 
 /// Raw pointers handed to worker threads (the buffers outlive the parallel section, and
@@ -170,7 +196,10 @@ impl CpuExecutable {
         let mut weights = HashMap::new();
         for b in &compiled.schedule.buffers {
             if let BufferKind::Constant(t) = &b.kind {
-                weights.insert(b.id, AlignedBytes::from_slice(&tensor_bytes(t)));
+                weights.insert(
+                    b.id,
+                    Weight::Owned(AlignedBytes::from_slice(&tensor_bytes(t))),
+                );
             }
         }
         let g = &compiled.graph;
@@ -316,11 +345,75 @@ impl CpuExecutable {
             return Ok(());
         };
         self.check("param", name, id, t, &mut Bindings::new())?;
-        self.weights
-            .insert(id, AlignedBytes::from_slice(&tensor_bytes(t)));
+        self.weights.insert(
+            id,
+            Weight::Owned(AlignedBytes::from_slice(&tensor_bytes(t))),
+        );
+        self.weights_changed();
+        Ok(())
+    }
+
+    /// Loads param `name` from bytes in Kiln's layout (e.g. a memory-mapped file's),
+    /// without copying them when they are aligned for their dtype.
+    pub fn set_param_bytes(&mut self, name: &str, weight: &WeightTensor) -> Result<(), CpuError> {
+        let id = match self.find("param", name) {
+            Ok(id) => id,
+            Err(e) => {
+                let declared = self.unused.iter().find(|(k, n, _)| *k == "param" && n == name);
+                let Some((_, _, ty)) = declared else {
+                    return Err(e);
+                };
+                let fits = weight.dtype == ty.dtype && weight.shape.len() == ty.shape.rank();
+                return if fits {
+                    Ok(())
+                } else {
+                    Err(CpuError::Mismatch {
+                        kind: "param",
+                        name: name.to_string(),
+                        expected: format!("{}{}", ty.dtype, ty.shape),
+                        got: format!("{}{:?}", weight.dtype, weight.shape),
+                    })
+                };
+            }
+        };
+        let info = &self.schedule.buffers[id.0 as usize];
+        let mismatch = || CpuError::Mismatch {
+            kind: "param",
+            name: name.to_string(),
+            expected: format!("{}{}", info.dtype, info.shape),
+            got: format!("{}{:?}", weight.dtype, weight.shape),
+        };
+        let empty = Bindings::new();
+        let dims_fit = info.shape.rank() == weight.shape.len()
+            && (info.shape.dims().iter().zip(&weight.shape))
+                .all(|(d, &n)| d.eval(&empty).is_ok_and(|v| v == n as i64));
+        let need = bytes_of(info.dtype, &info.size, &empty).ok();
+        if weight.dtype != info.dtype || !dims_fit || need != Some(weight.bytes.as_slice().len()) {
+            return Err(mismatch());
+        }
+        let bytes = weight.bytes.as_slice();
+        let align = info.dtype.size_bytes().unwrap_or(1).max(1);
+        let w = if (bytes.as_ptr() as usize) % align == 0 {
+            Weight::Shared(weight.bytes.clone())
+        } else {
+            Weight::Owned(AlignedBytes::from_slice(bytes))
+        };
+        self.weights.insert(id, w);
+        self.weights_changed();
+        Ok(())
+    }
+
+    /// After a weight changed: load-time kernels must run again and no thread may use a
+    /// cached dequantized block of the old bytes.
+    fn weights_changed(&mut self) {
         self.derived_ready = false;
         kiln_compiler::backend::cpu::scalar::clear_dequant_cache();
-        Ok(())
+    }
+
+    /// Exchanges every state value (KV caches) with `other`, without copying: two programs
+    /// of one model (prompt and decode step) hand their caches to each other.
+    pub fn swap_states(&mut self, other: &mut CpuExecutable) {
+        std::mem::swap(&mut self.states, &mut other.states);
     }
 
     /// Sets a state's value (e.g. an empty KV cache before the first step).
@@ -468,7 +561,11 @@ impl CpuExecutable {
                 BufferKind::Input(_) => input_bufs.get_mut(&info.id),
                 BufferKind::Output => outputs.get_mut(&info.id),
                 BufferKind::Param(_) | BufferKind::Constant(_) | BufferKind::Derived => {
-                    self.weights.get_mut(&info.id)
+                    if let Some(w) = self.weights.get_mut(&info.id) {
+                        *slot = w.ptr_len();
+                        continue;
+                    }
+                    None
                 }
                 BufferKind::State(n) => self.states.get_mut(n).map(|(bytes, _)| bytes),
                 BufferKind::Intermediate | BufferKind::Scratch => None,
@@ -532,13 +629,14 @@ impl CpuExecutable {
         for info in &self.schedule.buffers {
             if info.kind == BufferKind::Derived && !self.weights.contains_key(&info.id) {
                 let n = bytes_of(info.dtype, &info.size, &b)?;
-                self.weights.insert(info.id, AlignedBytes::zeroed(n));
+                self.weights
+                    .insert(info.id, Weight::Owned(AlignedBytes::zeroed(n)));
             }
         }
         let mut ptrs: Vec<(*mut u8, usize)> =
             vec![(std::ptr::null_mut(), 0); self.schedule.buffers.len()];
-        for (id, bytes) in self.weights.iter_mut() {
-            ptrs[id.0 as usize] = (bytes.as_mut_ptr(), bytes.len());
+        for (id, w) in self.weights.iter_mut() {
+            ptrs[id.0 as usize] = w.ptr_len();
         }
         for launch in &self.schedule.load_time {
             self.launch(launch, &ptrs, &b)?;

@@ -21,6 +21,7 @@ pub fn tiny() -> LlamaConfig {
         rope_scaling: RopeScaling::None,
         tie_word_embeddings: true,
         attention_bias: false,
+        attention_out_bias: false,
         mlp_bias: false,
         max_position_embeddings: 16,
         kv_cache_batch: Dim::constant(1),

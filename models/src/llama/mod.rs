@@ -5,101 +5,17 @@
 //! LM head (optionally tied to the embedding). Every layer owns a fixed-capacity KV cache
 //! (state `model.layers.N.self_attn.k` / `.v`), used by [`LlamaForCausalLM::forward_cached`].
 
-use kiln_ir::Dim;
+mod config;
+pub mod gguf;
+mod load;
+
+pub use config::LlamaConfig;
+pub use load::LoadedLlama;
+
 use kiln_nn::layers::{
-    Attention, AttentionConfig, Embedding, EmbeddingConfig, GatedMlp, GatedMlpConfig, KvCache,
-    Linear, LinearConfig, RMSNorm, RMSNormConfig, RopeScaling, RotaryConfig,
+    Attention, Embedding, EmbeddingConfig, GatedMlp, KvCache, Linear, LinearConfig, RMSNorm,
 };
 use kiln_nn::Tensor;
-
-/// Configuration of a Llama model (the fields of Hugging Face's `LlamaConfig` that shape it).
-#[derive(Clone, Debug, PartialEq)]
-pub struct LlamaConfig {
-    /// Vocabulary size.
-    pub vocab_size: usize,
-    /// Model width.
-    pub hidden_size: usize,
-    /// Width of the MLP's hidden layer.
-    pub intermediate_size: usize,
-    /// Decoder layers.
-    pub num_hidden_layers: usize,
-    /// Query heads.
-    pub num_attention_heads: usize,
-    /// Key/value heads (fewer than the query heads: grouped-query attention).
-    pub num_key_value_heads: usize,
-    /// Size of each head (usually `hidden_size / num_attention_heads`).
-    pub head_dim: usize,
-    /// RMSNorm epsilon.
-    pub rms_norm_eps: f64,
-    /// RoPE base.
-    pub rope_theta: f64,
-    /// RoPE frequency scaling (`rope_scaling` / `rope_parameters`: none, linear, llama3).
-    pub rope_scaling: RopeScaling,
-    /// The LM head reuses the token embedding.
-    pub tie_word_embeddings: bool,
-    /// Biases on the attention projections (all four, as Hugging Face's Llama).
-    pub attention_bias: bool,
-    /// Biases on the MLP projections.
-    pub mlp_bias: bool,
-    /// Longest sequence; also the capacity of the KV caches.
-    pub max_position_embeddings: usize,
-    /// Batch size of the KV caches (a constant, or a symbol bound by the cache tensors);
-    /// [`LlamaForCausalLM::forward_cached`]'s ids must have this batch dim.
-    pub kv_cache_batch: Dim,
-}
-
-impl LlamaConfig {
-    /// SmolLM2-135M (`HuggingFaceTB/SmolLM2-135M-Instruct`): 30 layers, hidden 576, 9 query
-    /// and 3 key/value heads of 64, tied embeddings, a 49152-token vocabulary. The KV caches
-    /// have batch 1 and `max_seq` positions.
-    pub fn smollm2_135m(max_seq: usize) -> LlamaConfig {
-        LlamaConfig {
-            vocab_size: 49152,
-            hidden_size: 576,
-            intermediate_size: 1536,
-            num_hidden_layers: 30,
-            num_attention_heads: 9,
-            num_key_value_heads: 3,
-            head_dim: 64,
-            rms_norm_eps: 1e-5,
-            rope_theta: 100000.0,
-            rope_scaling: RopeScaling::None,
-            tie_word_embeddings: true,
-            attention_bias: false,
-            mlp_bias: false,
-            max_position_embeddings: max_seq,
-            kv_cache_batch: Dim::constant(1),
-        }
-    }
-
-    fn attention(&self) -> AttentionConfig {
-        let rope =
-            RotaryConfig::new(self.head_dim, self.rope_theta).with_scaling(self.rope_scaling);
-        AttentionConfig::new(
-            self.hidden_size,
-            self.num_attention_heads,
-            self.num_key_value_heads,
-            self.head_dim,
-        )
-        .with_bias(self.attention_bias, self.attention_bias)
-        .with_rope(Some(rope))
-        .with_cache(self.kv_cache_batch.clone(), self.max_position_embeddings)
-    }
-
-    fn norm(&self) -> RMSNormConfig {
-        RMSNormConfig {
-            hidden_size: self.hidden_size,
-            eps: self.rms_norm_eps,
-        }
-    }
-
-    fn mlp(&self) -> GatedMlpConfig {
-        GatedMlpConfig {
-            bias: self.mlp_bias,
-            ..GatedMlpConfig::swiglu(self.hidden_size, self.intermediate_size)
-        }
-    }
-}
 
 /// `LlamaForCausalLM`: `model` (the decoder) and `lm_head`.
 ///
@@ -134,6 +50,34 @@ impl LlamaForCausalLM {
     #[track_caller]
     pub fn forward_cached(&self, ids: &Tensor) -> Tensor {
         self.logits(&self.model.forward(ids, true))
+    }
+
+    /// [`Self::forward_cached`] for the last position only: logits `[batch, 1, vocab_size]`
+    /// (what generation needs; skips the LM head for the other positions).
+    #[track_caller]
+    pub fn forward_cached_last(&self, ids: &Tensor) -> Tensor {
+        let h = self.model.forward(ids, true);
+        let seq = h.size(1);
+        self.logits(&h.narrow(1, seq - 1, 1))
+    }
+
+    /// [`Self::forward`] that also returns every stage's output, named as the reference dumps
+    /// of `scripts/hf_reference.py` name them: `embed`, `layers.N` (each decoder layer's
+    /// output), `norm` (after the final norm) and `logits`.
+    #[track_caller]
+    pub fn forward_stages(&self, ids: &Tensor) -> Vec<(String, Tensor)> {
+        let mut stages = Vec::new();
+        let m = &self.model;
+        let mut h = m.embed_tokens.forward(ids);
+        stages.push(("embed".to_string(), h.clone()));
+        for (i, layer) in m.layers.iter().enumerate() {
+            h = layer.forward(&h, false);
+            stages.push((format!("layers.{i}"), h.clone()));
+        }
+        let h = m.norm.forward(&h);
+        stages.push(("norm".to_string(), h.clone()));
+        stages.push(("logits".to_string(), self.logits(&h)));
+        stages
     }
 
     /// Every layer's KV cache, in layer order.
