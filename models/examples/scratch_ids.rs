@@ -17,12 +17,12 @@ fn main() {
     println!("prompt {:?} {:?}", t.elapsed(), &logits[..8]);
     let mut out = vec![];
     let t = Instant::now();
-    for _ in 0..16 {
+    for _ in 0..std::env::var("N").map(|v| v.parse().unwrap()).unwrap_or(16) {
         let next = logits.iter().enumerate().fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a }).0 as u32;
         out.push(next);
         logits = lm.forward(&[next]).unwrap();
     }
-    println!("decode {:?}/tok {:?}", t.elapsed() / 16, out);
+    println!("decode {:?}/tok {:?}", t.elapsed() / out.len() as u32, out);
     lm.reset();
     let all = lm.all_logits(&prompt).unwrap();
     println!("all first row {:?}", &all[..8]);
