@@ -1,6 +1,13 @@
 //! The `kiln` command-line tool.
 
+mod bench;
+mod fetch;
 mod inspect;
+mod logits;
+mod model;
+mod npy;
+mod run;
+mod stages;
 
 use clap::{Parser, Subcommand};
 
@@ -14,6 +21,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Generate text from a prompt, streamed (default model: SmolLM2-135M-Instruct, fetched
+    /// on first use). Prints prompt and generation speed.
+    Run(run::RunArgs),
+    /// Chat interactively, with the model's chat template.
+    Chat(run::ChatArgs),
+    /// Write the logits of every position of a prompt to a .npy file ([tokens, vocab]).
+    Logits(logits::LogitsArgs),
+    /// Perplexity over a text file, as llama.cpp's llama-perplexity computes it.
+    Perplexity(logits::PerplexityArgs),
+    /// Compare the model's stage outputs with reference dumps (scripts/hf_reference.py):
+    /// cosine similarity and max error per stage.
+    Verify(stages::VerifyArgs),
+    /// Prompt-processing and decode speed (tokens/s), as llama-bench measures them.
+    Bench(bench::BenchArgs),
     /// Show a graph: an IR text file, or a built-in model traced on the spot
     /// (`smollm2-135m`). Prints the graph and a summary.
     Inspect {
@@ -38,6 +59,12 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Run(a) => run::run(&a),
+        Command::Chat(a) => run::chat(&a),
+        Command::Logits(a) => logits::logits(&a),
+        Command::Perplexity(a) => logits::perplexity(&a),
+        Command::Verify(a) => stages::verify(&a),
+        Command::Bench(a) => bench::bench(&a),
         Command::Inspect {
             target,
             summary,

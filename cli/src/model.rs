@@ -1,0 +1,70 @@
+//! Opening a model for the commands that run one: the file, its tokenizer, the compiled
+//! programs, with progress shown on the terminal.
+
+use crate::fetch;
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use kiln_models::llama::LoadedLlama;
+use kiln_runtime::llm::{CausalLm, LmOptions, Session};
+use kiln_runtime::tokenizer::Tokenizer;
+use kiln_runtime::weights::gguf::GgufFile;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Options shared by every command that runs a model.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// A GGUF file. Default: SmolLM2-135M-Instruct (Q4_1), fetched on first use.
+    pub model: Option<PathBuf>,
+    /// Worker threads (0: one per core).
+    #[arg(short = 't', long, default_value_t = 0)]
+    pub threads: usize,
+    /// Context size: positions the KV cache holds (at most the model's context length).
+    #[arg(short = 'c', long = "ctx-size", default_value_t = 2048)]
+    pub ctx_size: usize,
+    /// Exact matmuls (dequantized weights, f64 accumulation): slow, for checking numerics.
+    #[arg(long)]
+    pub exact: bool,
+}
+
+/// Opens the model: memory-maps the file, builds the tokenizer, traces and compiles.
+pub fn open(args: &ModelArgs) -> anyhow::Result<Session> {
+    let path = fetch::resolve(args.model.as_deref())?;
+    let start = Instant::now();
+    let bar = ProgressBar::new(4).with_style(
+        ProgressStyle::with_template("{spinner} [{bar:20}] {pos}/{len} {msg} ({elapsed})")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar.set_message(format!("loading {}", path.display()));
+    let file = GgufFile::open(&path)?;
+    let loaded = LoadedLlama::from_gguf(&file, args.ctx_size.max(1))?;
+    let tokenizer = Tokenizer::from_gguf(&file)
+        .with_context(|| format!("building the tokenizer of {}", path.display()))?;
+    let graphs = loaded.graphs()?;
+    bar.inc(1);
+    let options = LmOptions {
+        threads: args.threads,
+        no_optimize: false,
+        exact: args.exact,
+    };
+    let lm = CausalLm::new(graphs, loaded.weights, options, &mut |phase| {
+        bar.set_message(phase.to_string());
+        if phase != "compile prompt" {
+            bar.inc(1);
+        }
+    })?;
+    bar.inc(1);
+    bar.finish_and_clear();
+    eprintln!(
+        "kiln: {} ({} layers, vocab {}, context {}) ready in {:.2} s on {} threads",
+        path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into()),
+        loaded.config.num_hidden_layers,
+        lm.vocab_size(),
+        lm.capacity(),
+        start.elapsed().as_secs_f64(),
+        lm.threads()
+    );
+    Ok(Session::new(lm, tokenizer))
+}
