@@ -40,10 +40,13 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         .collect();
     let threads = lm.threads();
     if !args.json {
-        println!("| test | threads | tok/s (median of {}) | runs |", args.reps);
+        println!(
+            "| test | threads | tok/s (median of {}) | runs |",
+            args.reps
+        );
         println!("| --- | --- | --- | --- |");
     }
-    let mut report = |test: String, runs: Vec<f64>| {
+    let report = |test: String, runs: Vec<f64>| {
         let mut sorted = runs.clone();
         sorted.sort_by(f64::total_cmp);
         let median = sorted[sorted.len() / 2];
@@ -54,7 +57,10 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
                 runs_text.join(", ")
             );
         } else {
-            println!("| {test} | {threads} | {median:.2} | {} |", runs_text.join(" "));
+            println!(
+                "| {test} | {threads} | {median:.2} | {} |",
+                runs_text.join(" ")
+            );
         }
     };
     for &n in args.pp.iter().filter(|&&n| n > 0) {

@@ -84,7 +84,10 @@ pub fn perplexity(args: &PerplexityArgs) -> anyhow::Result<()> {
     if args.chunks > 0 {
         chunks = chunks.min(args.chunks);
     }
-    let bos = session.tokenizer.bos().filter(|_| session.tokenizer.adds_bos());
+    let bos = session
+        .tokenizer
+        .bos()
+        .filter(|_| session.tokenizer.adds_bos());
     let vocab = session.lm.vocab_size();
     let first = n / 2;
     let (mut nll, mut nll2, mut count) = (0.0f64, 0.0f64, 0usize);
@@ -100,7 +103,12 @@ pub fn perplexity(args: &PerplexityArgs) -> anyhow::Result<()> {
         for i in first..n - 1 {
             let row = &logits[i * vocab..(i + 1) * vocab];
             let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
-            let lse = max + row.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+            let lse = max
+                + row
+                    .iter()
+                    .map(|&v| (v as f64 - max).exp())
+                    .sum::<f64>()
+                    .ln();
             let l = lse - row[ids[i + 1] as usize] as f64;
             nll += l;
             nll2 += l * l;

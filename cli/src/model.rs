@@ -59,7 +59,10 @@ pub fn open(args: &ModelArgs) -> anyhow::Result<Session> {
     bar.finish_and_clear();
     eprintln!(
         "kiln: {} ({} layers, vocab {}, context {}) ready in {:.2} s on {} threads",
-        path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into()),
+        path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into()
+        ),
         loaded.config.num_hidden_layers,
         lm.vocab_size(),
         lm.capacity(),

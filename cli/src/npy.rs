@@ -111,8 +111,13 @@ fn parse(bytes: &[u8]) -> anyhow::Result<Array> {
 }
 
 fn take(data: &[u8], n: usize, size: usize) -> anyhow::Result<&[u8]> {
-    data.get(..n * size)
-        .with_context(|| format!("the data holds {} bytes, {n} values need {}", data.len(), n * size))
+    data.get(..n * size).with_context(|| {
+        format!(
+            "the data holds {} bytes, {n} values need {}",
+            data.len(),
+            n * size
+        )
+    })
 }
 
 #[cfg(test)]

@@ -200,9 +200,13 @@ pub struct ChatArgs {
 /// turn and the cached prefix is reused.
 pub fn chat(args: &ChatArgs) -> anyhow::Result<()> {
     let mut session = model::open(&args.model)?;
-    let Some(template) = session.tokenizer.chat_template().cloned() else {
-        bail!("this model has no chat template; use `kiln run --raw`");
-    };
+    if session.tokenizer.chat_template().is_none() {
+        let why = session
+            .tokenizer
+            .chat_template_error()
+            .map_or_else(|| "it has none".to_string(), |e| e.to_string());
+        bail!("this model's chat template cannot be used ({why}); use `kiln run --raw`");
+    }
     let mut messages = Vec::new();
     if let Some(s) = &args.system {
         messages.push(ChatMessage {
@@ -234,9 +238,9 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<()> {
             role: "user".into(),
             content: line.to_string(),
         });
-        let ids = session
-            .tokenizer
-            .encode(&template.render(&messages, true)?, true)?;
+        let tok = &session.tokenizer;
+        let template = tok.chat_template().expect("checked above");
+        let ids = tok.encode(&template.render(&messages, true)?, true)?;
         let gen = stream(&mut session, &ids, &args.sample.options())?;
         println!();
         report(&gen);

@@ -72,7 +72,10 @@ pub fn verify(args: &VerifyArgs) -> anyhow::Result<()> {
         dirs.sort();
     }
     if dirs.is_empty() {
-        bail!("no reference dumps (tokens.npy) under {}", args.reference.display());
+        bail!(
+            "no reference dumps (tokens.npy) under {}",
+            args.reference.display()
+        );
     }
     let mut session = model::open(&args.model)?;
     let mut failed = 0;
@@ -132,7 +135,10 @@ fn argmax_mismatches(a: &[f64], b: &[f64], vocab: usize) -> Vec<usize> {
     let arg = |r: &[f64]| {
         r.iter()
             .enumerate()
-            .fold((0, f64::NEG_INFINITY), |m, (i, &v)| if v > m.1 { (i, v) } else { m })
+            .fold(
+                (0, f64::NEG_INFINITY),
+                |m, (i, &v)| if v > m.1 { (i, v) } else { m },
+            )
             .0
     };
     a.chunks(vocab)

@@ -2,11 +2,9 @@
 //! or a Hugging Face `config.json`.
 
 use kiln_ir::Dim;
+use kiln_nn::layers::{AttentionConfig, GatedMlpConfig, RMSNormConfig, RopeScaling, RotaryConfig};
 use kiln_runtime::weights::gguf::GgufFile;
 use kiln_runtime::weights::WeightError;
-use kiln_nn::layers::{
-    AttentionConfig, GatedMlpConfig, RMSNormConfig, RopeScaling, RotaryConfig,
-};
 
 /// Configuration of a Llama model (the fields of Hugging Face's `LlamaConfig` that shape it).
 #[derive(Clone, Debug, PartialEq)]
@@ -101,7 +99,6 @@ impl LlamaConfig {
     }
 }
 
-
 impl LlamaConfig {
     /// The configuration stored in a GGUF file's metadata (`{arch}.block_count`, ...), with
     /// KV caches of batch 1 and `max_seq` positions (at most the model's context length).
@@ -143,9 +140,7 @@ impl LlamaConfig {
                 None => file.tensor("token_embd.weight")?.shape[0],
             },
         };
-        let context = file
-            .get_usize(&key("context_length"))?
-            .unwrap_or(max_seq);
+        let context = file.get_usize(&key("context_length"))?.unwrap_or(max_seq);
         let rope_scaling = match file.get_str(&key("rope.scaling.type"))? {
             None | Some("none") => RopeScaling::None,
             Some("linear") => RopeScaling::Linear {
@@ -219,17 +214,21 @@ impl LlamaConfig {
                     .ok_or_else(|| err(k, format!("expected a number, got {v}"))),
             }
         };
-        let bool_of = |k: &str, default: bool| json.get(k).and_then(|v| v.as_bool()).unwrap_or(default);
-        let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+        let bool_of =
+            |k: &str, default: bool| json.get(k).and_then(|v| v.as_bool()).unwrap_or(default);
+        let model_type = json
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         let qwen2 = match model_type {
             "llama" | "mistral" => false,
             "qwen2" => true,
-            other => {
-                return Err(err(
-                    "model_type",
-                    format!("`{other}` is not a Llama-family model Kiln supports (llama, mistral, qwen2)"),
-                ))
-            }
+            other => return Err(err(
+                "model_type",
+                format!(
+                    "`{other}` is not a Llama-family model Kiln supports (llama, mistral, qwen2)"
+                ),
+            )),
         };
         let hidden_size = need("hidden_size")?;
         let heads = need("num_attention_heads")?;
@@ -261,9 +260,8 @@ impl LlamaConfig {
                         factor: num("factor")?,
                         low_freq_factor: num("low_freq_factor")?,
                         high_freq_factor: num("high_freq_factor")?,
-                        original_max_position_embeddings: num(
-                            "original_max_position_embeddings",
-                        )? as usize,
+                        original_max_position_embeddings: num("original_max_position_embeddings")?
+                            as usize,
                     },
                     other => {
                         return Err(err(

@@ -75,41 +75,149 @@ const fn rule(gguf: &'static str, hf: &'static str, rows: Rows) -> Rule {
 
 /// `llama` files.
 const LLAMA: &[Rule] = &[
-    rule("token_embd.weight", "model.embed_tokens.weight", Rows::Plain),
+    rule(
+        "token_embd.weight",
+        "model.embed_tokens.weight",
+        Rows::Plain,
+    ),
     rule("output_norm.weight", "model.norm.weight", Rows::Plain),
     rule("output.weight", "lm_head.weight", Rows::Plain),
-    rule("blk.{n}.attn_norm.weight", "model.layers.{n}.input_layernorm.weight", Rows::Plain),
-    rule("blk.{n}.attn_q.weight", "model.layers.{n}.self_attn.q_proj.weight", Rows::Query),
-    rule("blk.{n}.attn_k.weight", "model.layers.{n}.self_attn.k_proj.weight", Rows::Key),
-    rule("blk.{n}.attn_v.weight", "model.layers.{n}.self_attn.v_proj.weight", Rows::Plain),
-    rule("blk.{n}.attn_output.weight", "model.layers.{n}.self_attn.o_proj.weight", Rows::Plain),
-    rule("blk.{n}.attn_q.bias", "model.layers.{n}.self_attn.q_proj.bias", Rows::Query),
-    rule("blk.{n}.attn_k.bias", "model.layers.{n}.self_attn.k_proj.bias", Rows::Key),
-    rule("blk.{n}.attn_v.bias", "model.layers.{n}.self_attn.v_proj.bias", Rows::Plain),
-    rule("blk.{n}.attn_output.bias", "model.layers.{n}.self_attn.o_proj.bias", Rows::Plain),
-    rule("blk.{n}.ffn_norm.weight", "model.layers.{n}.post_attention_layernorm.weight", Rows::Plain),
-    rule("blk.{n}.ffn_gate.weight", "model.layers.{n}.mlp.gate_proj.weight", Rows::Plain),
-    rule("blk.{n}.ffn_up.weight", "model.layers.{n}.mlp.up_proj.weight", Rows::Plain),
-    rule("blk.{n}.ffn_down.weight", "model.layers.{n}.mlp.down_proj.weight", Rows::Plain),
+    rule(
+        "blk.{n}.attn_norm.weight",
+        "model.layers.{n}.input_layernorm.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.attn_q.weight",
+        "model.layers.{n}.self_attn.q_proj.weight",
+        Rows::Query,
+    ),
+    rule(
+        "blk.{n}.attn_k.weight",
+        "model.layers.{n}.self_attn.k_proj.weight",
+        Rows::Key,
+    ),
+    rule(
+        "blk.{n}.attn_v.weight",
+        "model.layers.{n}.self_attn.v_proj.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.attn_output.weight",
+        "model.layers.{n}.self_attn.o_proj.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.attn_q.bias",
+        "model.layers.{n}.self_attn.q_proj.bias",
+        Rows::Query,
+    ),
+    rule(
+        "blk.{n}.attn_k.bias",
+        "model.layers.{n}.self_attn.k_proj.bias",
+        Rows::Key,
+    ),
+    rule(
+        "blk.{n}.attn_v.bias",
+        "model.layers.{n}.self_attn.v_proj.bias",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.attn_output.bias",
+        "model.layers.{n}.self_attn.o_proj.bias",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.ffn_norm.weight",
+        "model.layers.{n}.post_attention_layernorm.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.ffn_gate.weight",
+        "model.layers.{n}.mlp.gate_proj.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.ffn_up.weight",
+        "model.layers.{n}.mlp.up_proj.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.ffn_down.weight",
+        "model.layers.{n}.mlp.down_proj.weight",
+        Rows::Plain,
+    ),
 ];
 
 /// `qwen2` files: Llama's names, no permutation.
 const QWEN2: &[Rule] = &[
-    rule("token_embd.weight", "model.embed_tokens.weight", Rows::Plain),
+    rule(
+        "token_embd.weight",
+        "model.embed_tokens.weight",
+        Rows::Plain,
+    ),
     rule("output_norm.weight", "model.norm.weight", Rows::Plain),
     rule("output.weight", "lm_head.weight", Rows::Plain),
-    rule("blk.{n}.attn_norm.weight", "model.layers.{n}.input_layernorm.weight", Rows::Plain),
-    rule("blk.{n}.attn_q.weight", "model.layers.{n}.self_attn.q_proj.weight", Rows::Plain),
-    rule("blk.{n}.attn_k.weight", "model.layers.{n}.self_attn.k_proj.weight", Rows::Plain),
-    rule("blk.{n}.attn_v.weight", "model.layers.{n}.self_attn.v_proj.weight", Rows::Plain),
-    rule("blk.{n}.attn_output.weight", "model.layers.{n}.self_attn.o_proj.weight", Rows::Plain),
-    rule("blk.{n}.attn_q.bias", "model.layers.{n}.self_attn.q_proj.bias", Rows::Plain),
-    rule("blk.{n}.attn_k.bias", "model.layers.{n}.self_attn.k_proj.bias", Rows::Plain),
-    rule("blk.{n}.attn_v.bias", "model.layers.{n}.self_attn.v_proj.bias", Rows::Plain),
-    rule("blk.{n}.ffn_norm.weight", "model.layers.{n}.post_attention_layernorm.weight", Rows::Plain),
-    rule("blk.{n}.ffn_gate.weight", "model.layers.{n}.mlp.gate_proj.weight", Rows::Plain),
-    rule("blk.{n}.ffn_up.weight", "model.layers.{n}.mlp.up_proj.weight", Rows::Plain),
-    rule("blk.{n}.ffn_down.weight", "model.layers.{n}.mlp.down_proj.weight", Rows::Plain),
+    rule(
+        "blk.{n}.attn_norm.weight",
+        "model.layers.{n}.input_layernorm.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.attn_q.weight",
+        "model.layers.{n}.self_attn.q_proj.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.attn_k.weight",
+        "model.layers.{n}.self_attn.k_proj.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.attn_v.weight",
+        "model.layers.{n}.self_attn.v_proj.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.attn_output.weight",
+        "model.layers.{n}.self_attn.o_proj.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.attn_q.bias",
+        "model.layers.{n}.self_attn.q_proj.bias",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.attn_k.bias",
+        "model.layers.{n}.self_attn.k_proj.bias",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.attn_v.bias",
+        "model.layers.{n}.self_attn.v_proj.bias",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.ffn_norm.weight",
+        "model.layers.{n}.post_attention_layernorm.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.ffn_gate.weight",
+        "model.layers.{n}.mlp.gate_proj.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.ffn_up.weight",
+        "model.layers.{n}.mlp.up_proj.weight",
+        Rows::Plain,
+    ),
+    rule(
+        "blk.{n}.ffn_down.weight",
+        "model.layers.{n}.mlp.down_proj.weight",
+        Rows::Plain,
+    ),
 ];
 
 /// Matches `name` against `pattern` (with one optional `{n}`), giving the layer index.

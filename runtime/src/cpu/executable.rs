@@ -4,6 +4,7 @@
 
 use super::bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
 use super::gemm::{derived_kernels, run_gemm, GemmError, GemmKernel};
+use crate::weights::{WeightBytes, WeightTensor};
 use kiln_compiler::backend::cpu::matmul::plan_matmul;
 use kiln_compiler::backend::cpu::parallel::work_per_item;
 use kiln_compiler::backend::cpu::{compile_kernels, CodegenError, JitKernel};
@@ -14,7 +15,6 @@ use kiln_compiler::Compiled;
 use kiln_ir::{Bindings, DType, Dim, DimError, Graph, Op, ReduceOp, Tensor, TensorType};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use crate::weights::{WeightBytes, WeightTensor};
 
 /// Why a CPU executable could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -359,7 +359,10 @@ impl CpuExecutable {
         let id = match self.find("param", name) {
             Ok(id) => id,
             Err(e) => {
-                let declared = self.unused.iter().find(|(k, n, _)| *k == "param" && n == name);
+                let declared = self
+                    .unused
+                    .iter()
+                    .find(|(k, n, _)| *k == "param" && n == name);
                 let Some((_, _, ty)) = declared else {
                     return Err(e);
                 };

@@ -174,7 +174,9 @@ impl CausalLm {
             Holder::Prompt
         };
         let t = self.run(holder, tokens)?;
-        Ok(t.as_slice::<f32>().map_err(|e| LmError::Graph(e.to_string()))?[..self.vocab].to_vec())
+        Ok(t.as_slice::<f32>()
+            .map_err(|e| LmError::Graph(e.to_string()))?[..self.vocab]
+            .to_vec())
     }
 
     /// Runs `tokens` after the cached ones; returns the logits of every one (`[n, vocab]`
@@ -229,9 +231,10 @@ impl CausalLm {
                 (Holder::Step, Holder::Prompt) | (Holder::Prompt, Holder::Step) => {
                     (&mut self.step, &mut self.prompt)
                 }
-                (Holder::Step, Holder::All) | (Holder::All, Holder::Step) => {
-                    (&mut self.step, self.all.as_mut().expect("compiled before use"))
-                }
+                (Holder::Step, Holder::All) | (Holder::All, Holder::Step) => (
+                    &mut self.step,
+                    self.all.as_mut().expect("compiled before use"),
+                ),
                 _ => (
                     &mut self.prompt,
                     self.all.as_mut().expect("compiled before use"),
@@ -271,10 +274,12 @@ fn build(
     )?;
     exe.use_microkernels(!options.exact);
     for (name, _) in g.params() {
-        let w = weights.get(name).ok_or_else(|| WeightError::MissingTensor {
-            file: "the model's weights".into(),
-            tensor: name.to_string(),
-        })?;
+        let w = weights
+            .get(name)
+            .ok_or_else(|| WeightError::MissingTensor {
+                file: "the model's weights".into(),
+                tensor: name.to_string(),
+            })?;
         exe.set_param_bytes(name, w)?;
     }
     Ok(exe)
