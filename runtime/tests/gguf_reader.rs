@@ -922,3 +922,34 @@ fn smollm2_q4_1_file() {
     );
     touch(&f);
 }
+
+/// Writes this file's well-formed GGUF files into the folder named by `KILN_GGUF_FUZZ_SEEDS`,
+/// as a seed corpus for the fuzzer (`runtime/fuzz/README.md`); does nothing otherwise.
+#[test]
+fn write_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("KILN_GGUF_FUZZ_SEEDS").map(PathBuf::from) else {
+        return;
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut all = GgufWriter::new();
+    for (k, v) in all_values() {
+        all = all.kv(k, v);
+    }
+    let mut dtypes = GgufWriter::new().alignment(16);
+    for (i, (id, _, per, _)) in dtype_table().into_iter().enumerate() {
+        dtypes = dtypes.tensor(tensor(&format!("t{i}"), &[per, 1], id, i as u64));
+    }
+    let mut v2 = small_file();
+    v2.version = 2;
+    let mut padded = small_file().alignment(64);
+    padded.pad_end = true;
+    for (name, w) in [
+        ("small", small_file()),
+        ("v2", v2),
+        ("padded", padded),
+        ("metadata", all),
+        ("dtypes", dtypes),
+    ] {
+        std::fs::write(dir.join(format!("{name}.gguf")), w.build()).unwrap();
+    }
+}

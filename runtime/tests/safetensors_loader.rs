@@ -548,3 +548,17 @@ fn all_minilm_l6_v2() {
     };
     assert_eq!(ids, &(0..512).collect::<Vec<i64>>());
 }
+
+/// Writes this file's well-formed files into the folder named by `KILN_ST_FUZZ_SEEDS`, as a
+/// seed corpus for the fuzzer (`runtime/fuzz/README.md`); does nothing otherwise.
+#[test]
+fn write_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("KILN_ST_FUZZ_SEEDS").map(PathBuf::from) else {
+        return;
+    };
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = sample();
+    std::fs::write(dir.join("all.safetensors"), st_bytes(&s, Some(meta()))).unwrap();
+    std::fs::write(dir.join("two.safetensors"), st_bytes(&s[..2], None)).unwrap();
+    std::fs::write(dir.join("empty.safetensors"), st_bytes(&[], None)).unwrap();
+}
