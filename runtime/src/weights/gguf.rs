@@ -301,8 +301,15 @@ impl<'a> Reader<'a> {
         Ok(String::from_utf8_lossy(self.take(n, what)?).into_owned())
     }
 
-    /// A metadata value of type `ty` (`depth` guards nested arrays).
-    fn value(&mut self, ty: u32, key: &str, depth: u32) -> Result<MetaValue, WeightError> {
+    /// A metadata value of type `ty`, whose type field is at `ty_at` (`depth` guards nested
+    /// arrays).
+    fn value(
+        &mut self,
+        ty: u32,
+        ty_at: usize,
+        key: &str,
+        depth: u32,
+    ) -> Result<MetaValue, WeightError> {
         let at = self.pos;
         Ok(match ty {
             0 => MetaValue::U8(self.array::<1>(key)?[0]),
@@ -337,14 +344,14 @@ impl<'a> Reader<'a> {
                 let n = self.count(&format!("length of array `{key}`"), min)?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(self.value(elem, key, depth + 1)?);
+                    items.push(self.value(elem, at, key, depth + 1)?);
                 }
                 MetaValue::Array(items)
             }
             10 => MetaValue::U64(u64::from_le_bytes(self.array(key)?)),
             11 => MetaValue::I64(i64::from_le_bytes(self.array(key)?)),
             12 => MetaValue::F64(f64::from_le_bytes(self.array(key)?)),
-            _ => return Err(self.err(at, format!("`{key}`: unknown metadata type {ty}"))),
+            _ => return Err(self.err(ty_at, format!("`{key}`: unknown metadata type {ty}"))),
         })
     }
 }
@@ -383,11 +390,16 @@ impl GgufFile {
         // A key-value pair takes at least 8 (key length) + 4 (type) + 1 bytes.
         let n_kv = r.count("the metadata count", 13)?;
         let mut metadata = BTreeMap::new();
+        let mut alignment_at = 0;
         for _ in 0..n_kv {
             let at = r.pos;
             let key = r.string("a metadata key")?;
+            let ty_at = r.pos;
             let ty = r.u32(&format!("the type of `{key}`"))?;
-            let value = r.value(ty, &key, 0)?;
+            if key == "general.alignment" {
+                alignment_at = r.pos;
+            }
+            let value = r.value(ty, ty_at, &key, 0)?;
             if metadata.insert(key.clone(), value).is_some() {
                 return Err(r.err(at, format!("metadata key `{key}` appears twice")));
             }
@@ -409,7 +421,7 @@ impl GgufFile {
                 Some(a) if a > 0 && (a as u64).is_power_of_two() => a as u64,
                 _ => {
                     return Err(r.err(
-                        0,
+                        alignment_at,
                         format!("general.alignment is {v:?}; it must be a power of two"),
                     ))
                 }
@@ -439,12 +451,12 @@ impl GgufFile {
             let ty = r.u32(&format!("the type of `{tname}`"))?;
             let offset_at = r.pos;
             let offset = r.u64(&format!("the data offset of `{tname}`"))?;
-            raw.push((tname, dims, ty, ty_at, offset, offset_at));
+            raw.push((tname, dims, n_dims_at, ty, ty_at, offset, offset_at));
         }
         let data_offset = (r.pos as u64).div_ceil(alignment) * alignment;
         let file_len = data.len() as u64;
         let mut tensors = Vec::with_capacity(raw.len());
-        for (tname, dims, ty, ty_at, offset, offset_at) in raw {
+        for (tname, dims, dims_at, ty, ty_at, offset, offset_at) in raw {
             let type_label = match ggml_type_name(ty) {
                 Some(n) => format!("{n} (ggml type {ty})"),
                 None => format!("unknown ggml type {ty}"),
@@ -459,13 +471,18 @@ impl GgufFile {
                     ty: type_label,
                 });
             };
-            let numel = dims
+            // The product of the non-zero dims must fit ggml's `int64_t`: then so does every
+            // partial product of the shape, in any order (a zero dim does not excuse huge
+            // others, whose product a user of the shape may compute first).
+            let nonzero = dims
                 .iter()
+                .filter(|&&d| d != 0)
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d))
                 .filter(|&n| n <= i64::MAX as u64);
+            let numel = nonzero.map(|n| if dims.contains(&0) { 0 } else { n });
             let Some(numel) = numel else {
                 return Err(r.err(
-                    ty_at,
+                    dims_at,
                     format!("tensor `{tname}`: dims {dims:?} overflow the element count"),
                 ));
             };

@@ -1,8 +1,9 @@
-//! Weight files: GGUF ([`gguf`]) and SafeTensors, read through a memory map so tensor bytes
-//! are used where they lie in the file ([`WeightBytes`]), never copied unless a dtype must be
-//! converted.
+//! Weight files: GGUF ([`gguf`]) and SafeTensors ([`safetensors`]), read through a memory map
+//! so tensor bytes are used where they lie in the file ([`WeightBytes`]), never copied unless a
+//! dtype must be converted.
 
 pub mod gguf;
+pub mod safetensors;
 
 use crate::cpu::tensor_from_bytes;
 use kiln_ir::{DType, Tensor};
