@@ -14,7 +14,8 @@ use std::time::Instant;
 /// Options shared by every command that runs a model.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// A GGUF file. Default: SmolLM2-135M-Instruct (Q4_1), fetched on first use.
+    /// A GGUF file, or a Hugging Face checkpoint directory (config.json, *.safetensors,
+    /// tokenizer.json). Default: SmolLM2-135M-Instruct (Q4_1 GGUF), fetched on first use.
     pub model: Option<PathBuf>,
     /// Worker threads (0: one per core).
     #[arg(short = 't', long, default_value_t = 0)]
@@ -38,10 +39,23 @@ pub fn open(args: &ModelArgs) -> anyhow::Result<Session> {
     );
     bar.enable_steady_tick(std::time::Duration::from_millis(100));
     bar.set_message(format!("loading {}", path.display()));
-    let file = GgufFile::open(&path)?;
-    let loaded = LoadedLlama::from_gguf(&file, args.ctx_size.max(1))?;
-    let tokenizer = Tokenizer::from_gguf(&file)
+    let (loaded, tokenizer) = if path.is_dir() {
+        // A Hugging Face checkpoint: config.json, safetensors, tokenizer.json.
+        let loaded = LoadedLlama::from_safetensors_dir(&path, args.ctx_size.max(1))?;
+        let config = path.join("tokenizer_config.json");
+        let tokenizer = Tokenizer::from_file(
+            &path.join("tokenizer.json"),
+            config.exists().then_some(config.as_path()),
+        )
         .with_context(|| format!("building the tokenizer of {}", path.display()))?;
+        (loaded, tokenizer)
+    } else {
+        let file = GgufFile::open(&path)?;
+        let loaded = LoadedLlama::from_gguf(&file, args.ctx_size.max(1))?;
+        let tokenizer = Tokenizer::from_gguf(&file)
+            .with_context(|| format!("building the tokenizer of {}", path.display()))?;
+        (loaded, tokenizer)
+    };
     let graphs = loaded.graphs()?;
     bar.inc(1);
     let options = LmOptions {

@@ -223,12 +223,14 @@ impl LlamaConfig {
         let qwen2 = match model_type {
             "llama" | "mistral" => false,
             "qwen2" => true,
-            other => return Err(err(
-                "model_type",
-                format!(
+            other => {
+                return Err(err(
+                    "model_type",
+                    format!(
                     "`{other}` is not a Llama-family model Kiln supports (llama, mistral, qwen2)"
                 ),
-            )),
+                ))
+            }
         };
         let hidden_size = need("hidden_size")?;
         let heads = need("num_attention_heads")?;

@@ -6,8 +6,33 @@ use kiln_ir::{DType, Graph};
 use kiln_nn::{dims, Module, Trace};
 use kiln_runtime::llm::LmGraphs;
 use kiln_runtime::weights::gguf::GgufFile;
+use kiln_runtime::weights::safetensors::SafeTensorsFile;
+use kiln_runtime::weights::WeightBytes;
 use kiln_runtime::weights::{WeightError, WeightTensor};
 use std::collections::HashMap;
+use std::path::Path;
+
+/// An f16/bf16 tensor as f32.
+fn widen(t: &WeightTensor) -> Result<WeightTensor, WeightError> {
+    let values = t
+        .to_tensor()?
+        .to_f64_vec()
+        .map_err(|e| WeightError::Shape {
+            tensor: t.name.clone(),
+            expected: "a float tensor".into(),
+            got: e.to_string(),
+        })?;
+    let bytes: Vec<u8> = values
+        .iter()
+        .flat_map(|&v| (v as f32).to_le_bytes())
+        .collect();
+    Ok(WeightTensor {
+        name: t.name.clone(),
+        dtype: DType::F32,
+        shape: t.shape.clone(),
+        bytes: WeightBytes::from_vec(bytes),
+    })
+}
 
 /// A Llama-family model read from a file, ready to be compiled.
 pub struct LoadedLlama {
@@ -48,6 +73,52 @@ impl LoadedLlama {
                 });
             }
         }
+        Ok(LoadedLlama {
+            config,
+            model,
+            weights,
+            unused,
+        })
+    }
+
+    /// Reads a Hugging Face checkpoint directory: `config.json` and `model.safetensors` (or
+    /// shards with `model.safetensors.index.json`), memory-mapped. f16 and bf16 weights are
+    /// widened to f32 (copied).
+    pub fn from_safetensors_dir(dir: &Path, max_seq: usize) -> Result<LoadedLlama, WeightError> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|source| WeightError::Io {
+            path: cfg_path.clone(),
+            source,
+        })?;
+        let name = cfg_path.display().to_string();
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| WeightError::Malformed {
+                file: name.clone(),
+                offset: 0,
+                what: format!("invalid JSON: {e}"),
+            })?;
+        let config = LlamaConfig::from_hf_json(&json, &name, max_seq)?;
+        let file = SafeTensorsFile::open_dir(dir)?;
+        let model = LlamaForCausalLM::new(&config);
+        let mut weights = HashMap::new();
+        for key in model.state_dict_keys() {
+            if config.tie_word_embeddings && key == "lm_head.weight" {
+                continue;
+            }
+            let t = file.tensor(&key)?;
+            let t = match t.dtype {
+                DType::F16 | DType::BF16 => widen(&t)?,
+                _ => t,
+            };
+            weights.insert(key, t);
+        }
+        let keys: std::collections::HashSet<String> = weights.keys().cloned().collect();
+        let unused = file
+            .names()
+            .into_iter()
+            .filter(|n| !keys.contains(*n))
+            .map(str::to_string)
+            .collect();
         Ok(LoadedLlama {
             config,
             model,
