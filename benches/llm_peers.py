@@ -497,7 +497,7 @@ def main():
                 else:
                     results = side.run(t, ids, args)
             except (KilnUnavailable, RuntimeError, OSError, ValueError) as e:
-                meta["unavailable"][f"{name} ({t} threads)"] = str(e)
+                meta["unavailable"][f"{name} at {t} thread(s)"] = str(e)
                 print(f"{name}: unavailable ({e})", flush=True)
                 continue
             for r in results:

@@ -75,7 +75,6 @@ fixture are rounded to 4 decimals (logits, margins) or 6 significant digits (nor
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
