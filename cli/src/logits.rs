@@ -50,8 +50,8 @@ pub struct PerplexityArgs {
     /// The model and how to run it (`--ctx-size` is the chunk length, default 512 here).
     #[command(flatten)]
     pub model: ModelArgs,
-    /// A text file.
-    pub file: PathBuf,
+    /// A text file (`kiln perplexity FILE` uses the default model).
+    pub file: Option<PathBuf>,
     /// Tokens per chunk (llama-perplexity's `-c`).
     #[arg(long = "chunk", default_value_t = 512)]
     pub chunk: usize,
@@ -66,9 +66,17 @@ pub struct PerplexityArgs {
 /// predictions is scored, as llama-perplexity does. Prints the running estimate per chunk
 /// and the final perplexity with its standard error.
 pub fn perplexity(args: &PerplexityArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("reading {}", args.file.display()))?;
     let mut model_args = args.model.clone();
+    let file = match &args.file {
+        Some(f) => f.clone(),
+        // One path given: it is the text, the model is the default one.
+        None => model_args
+            .model
+            .take()
+            .context("give a text file: kiln perplexity [MODEL] FILE")?,
+    };
+    let text =
+        std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     model_args.ctx_size = model_args.ctx_size.max(args.chunk);
     let mut session = model::open(&model_args)?;
     let tokens = session.tokenizer.encode(&text, false)?;
@@ -76,7 +84,7 @@ pub fn perplexity(args: &PerplexityArgs) -> anyhow::Result<()> {
     if n < 2 || tokens.len() < n {
         bail!(
             "{} has {} tokens; a chunk needs {n} (use --chunk to lower it)",
-            args.file.display(),
+            file.display(),
             tokens.len()
         );
     }
