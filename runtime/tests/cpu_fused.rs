@@ -265,6 +265,7 @@ fn attention_with_kv_cache_decode_steps() {
         tr.output("y", &attn.forward_cached(&x, cache));
     });
     assert_eq!(g.state_updates().len(), 2);
+    common::assert_updates_in_place(&g);
     let weights = module_weights(&attn, &mut Rng(58), 0.3, &|_| None);
     let states = zero_states(&attn, 1);
     let mut rng = Rng(59);

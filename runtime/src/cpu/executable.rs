@@ -4,6 +4,7 @@
 
 use super::bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
 use super::gemm::{derived_kernels, run_gemm, GemmError, GemmKernel};
+use crate::weights::{WeightBytes, WeightTensor};
 use kiln_compiler::backend::cpu::matmul::plan_matmul;
 use kiln_compiler::backend::cpu::parallel::work_per_item;
 use kiln_compiler::backend::cpu::{compile_kernels, CodegenError, JitKernel};
@@ -14,7 +15,6 @@ use kiln_compiler::Compiled;
 use kiln_ir::{Bindings, DType, Dim, DimError, Graph, Op, ReduceOp, Tensor, TensorType};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use crate::weights::{WeightBytes, WeightTensor};
 
 /// Why a CPU executable could not be built or run.
 #[derive(Debug, thiserror::Error)]
@@ -359,7 +359,10 @@ impl CpuExecutable {
         let id = match self.find("param", name) {
             Ok(id) => id,
             Err(e) => {
-                let declared = self.unused.iter().find(|(k, n, _)| *k == "param" && n == name);
+                let declared = self
+                    .unused
+                    .iter()
+                    .find(|(k, n, _)| *k == "param" && n == name);
                 let Some((_, _, ty)) = declared else {
                     return Err(e);
                 };
@@ -393,7 +396,7 @@ impl CpuExecutable {
         }
         let bytes = weight.bytes.as_slice();
         let align = info.dtype.size_bytes().unwrap_or(1).max(1);
-        let w = if (bytes.as_ptr() as usize) % align == 0 {
+        let w = if (bytes.as_ptr() as usize).is_multiple_of(align) {
             Weight::Shared(weight.bytes.clone())
         } else {
             Weight::Owned(AlignedBytes::from_slice(bytes))
@@ -445,6 +448,9 @@ impl CpuExecutable {
 
     /// Runs the graph on `inputs` with `bindings` (symbols not bound are inferred from the
     /// shapes of inputs and states); returns the outputs by name and updates the states.
+    /// A state updated in place ([`Schedule::updated_in_place`], a KV-cache write) keeps its
+    /// storage and is written by the kernels; if a run fails after its kernels started, such
+    /// a state may hold the new slice already (positions a KV cache does not read yet).
     pub fn run(
         &mut self,
         inputs: &[(&str, &Tensor)],
@@ -590,6 +596,10 @@ impl CpuExecutable {
         }
         for (name, id) in &self.schedule.state_updates.clone() {
             let info = &self.schedule.buffers[id.0 as usize];
+            if self.schedule.updated_in_place(name) {
+                // Updated in place (a KV-cache write): the kernels wrote the state's bytes.
+                continue;
+            }
             let shape = eval_shape(&info.shape, &b)?;
             let bytes = match outputs.remove(id) {
                 Some(bytes) => bytes,
