@@ -127,7 +127,8 @@ pub struct Report {
     pub kernels: usize,
     /// Launches run once at load time.
     pub load_time_kernels: usize,
-    /// Bytes all per-run launches read and write (each buffer counted once per launch).
+    /// Bytes all per-run launches read and write (each buffer counted once per launch, a
+    /// state updated in place by the slice its update writes).
     pub bytes_moved: u64,
     /// Most bytes of intermediates live at once.
     pub peak_bytes: u64,
@@ -148,7 +149,17 @@ impl Compiled {
         for l in &self.schedule.launches {
             for id in l.inputs.iter().chain(&l.outputs) {
                 let b = &self.schedule.buffers[id.0 as usize];
-                moved += eval(&bytes(b.dtype, &b.size))?;
+                // A state updated in place: its update kernel writes only the new slice.
+                let written = match &b.kind {
+                    BufferKind::State(name) if l.outputs.contains(id) => self
+                        .graph
+                        .state_updates()
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, u)| self.graph.ty(self.graph.node(*u).inputs[1]).shape.numel()),
+                    _ => None,
+                };
+                moved += eval(&bytes(b.dtype, written.as_ref().unwrap_or(&b.size)))?;
             }
         }
         let ev = |r: Result<u64, memory::PlanEvalError>| {

@@ -652,6 +652,98 @@ fn indexing_ops_and_state_updates() {
     }
 }
 
+/// A KV-cache-like state: `cache [8, 4]` takes `x [n, 4] * 2` at row `past`, and the
+/// output reads the first `past + n` rows of the new value. `extra` adds more readers.
+fn cache_graph(extra: impl FnOnce(&mut Graph, kiln_ir::NodeId, kiln_ir::NodeId)) -> Graph {
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, Shape::new([Dim::from("n"), Dim::from(4)]))
+        .unwrap();
+    let cache = g.state("cache", DType::F32, Shape::new([8, 4])).unwrap();
+    let two = g.scalar(Scalar::Float(2.0), DType::F32).unwrap();
+    let x2 = g.mul(x, two).unwrap();
+    let upd = g.slice_update(cache, x2, 0, "past").unwrap();
+    g.set_state_update("cache", upd).unwrap();
+    let end = Dim::from("past") + Dim::from("n");
+    let seen = g.slice(upd, 0, 0, end, 1).unwrap();
+    let y = g.exp(seen).unwrap();
+    g.set_output("y", y).unwrap();
+    extra(&mut g, cache, upd);
+    g
+}
+
+fn check_cache(g: &Graph) -> Schedule {
+    let mut rng = Rng(41);
+    let mut s = None;
+    for (n, past) in [(3, 0), (1, 3), (2, 6)] {
+        s = Some(check(
+            g,
+            &[
+                ('i', "x", t(vec![n, 4], rng.f32s(4 * n))),
+                ('s', "cache", t(vec![8, 4], rng.f32s(32))),
+            ],
+            &[("past", past)],
+        ));
+    }
+    s.unwrap()
+}
+
+#[test]
+fn kv_cache_update_is_in_place() {
+    let g = cache_graph(|_, _, _| {});
+    let s = check_cache(&g);
+    assert!(s.updated_in_place("cache"), "{}", dump(&s));
+    // No output buffer for the new value: the update kernel writes the state, the reader
+    // reads it, and the only output buffer is `y`'s.
+    let outputs = s
+        .buffers
+        .iter()
+        .filter(|b| b.kind == kiln_compiler::schedule::BufferKind::Output);
+    assert_eq!(outputs.count(), 1);
+    let update = s
+        .kernels
+        .iter()
+        .find(|k| k.name.contains("slice_update"))
+        .expect("an update kernel");
+    insta::assert_snapshot!("kv_cache_update_in_place", update.to_string());
+}
+
+/// The old value read after the write (by a kernel launched after the update) forbids the
+/// in-place update; read before it (the state itself as an output, copied first), or the new
+/// value as an output, does not.
+#[test]
+fn kv_cache_update_in_place_only_when_the_old_value_is_dead() {
+    let late = cache_graph(|g, cache, _| {
+        let old = g.neg(cache).unwrap();
+        g.set_output("old", old).unwrap();
+    });
+    let s = check_cache(&late);
+    assert!(!s.updated_in_place("cache"), "{}", dump(&s));
+
+    let early = cache_graph(|g, cache, upd| {
+        g.set_output("old", cache).unwrap();
+        g.set_output("new", upd).unwrap();
+    });
+    let s = check_cache(&early);
+    assert!(s.updated_in_place("cache"), "{}", dump(&s));
+
+    // The written rows come from the old value itself: not in place.
+    let mut g = Graph::new();
+    let cache = g.state("cache", DType::F32, Shape::new([8, 4])).unwrap();
+    let head = g.slice(cache, 0, 0, 2, 1).unwrap();
+    let upd = g.slice_update(cache, head, 0, "past").unwrap();
+    g.set_state_update("cache", upd).unwrap();
+    let mut rng = Rng(42);
+    for past in [0, 3, 6] {
+        let s = check(
+            &g,
+            &[('s', "cache", t(vec![8, 4], rng.f32s(32)))],
+            &[("past", past)],
+        );
+        assert!(!s.updated_in_place("cache"), "{}", dump(&s));
+    }
+}
+
 #[test]
 fn params_only_work_runs_at_load_time() {
     let mut g = Graph::new();

@@ -80,8 +80,27 @@ fn quantize_block_q8_0(x: &[f32; 32], out: &mut [u8; 34]) {
     let id = if d != 0.0 { 1.0 / d } else { 0.0 };
     out[..2].copy_from_slice(&half::f16::from_f32(d).to_bits().to_le_bytes());
     for (o, v) in out[2..].iter_mut().zip(x) {
-        *o = ((v * id).round() as i8) as u8;
+        *o = round_away_i8(v * id) as u8;
     }
+}
+
+/// `x.round() as i8` (ties away from zero, saturating, NaN to 0) without the `roundf` call
+/// that `f32::round` is on x86-64 without SSE4.1: truncate, then step away from zero when
+/// the (exact) remainder is at least one half.
+#[inline(always)]
+fn round_away_i8(x: f32) -> i8 {
+    // Toward zero, saturating; NaN gives 0. Exact: `|t| <= |x|` and `t` is `x`'s integer
+    // part where `|x| < 2^31`, so `x - t` is exact (Sterbenz) and in (-1, 1).
+    let t = x as i32;
+    let f = x - t as f32;
+    let r = if f >= 0.5 {
+        t.saturating_add(1)
+    } else if f <= -0.5 {
+        t.saturating_sub(1)
+    } else {
+        t
+    };
+    r.clamp(i8::MIN.into(), i8::MAX.into()) as i8
 }
 
 /// One `Q8_K` block (ggml's `quantize_row_q8_K_ref`).
@@ -112,4 +131,55 @@ fn quantize_block_q8_k(x: &[f32; 256], out: &mut [u8; 292]) {
         bs.copy_from_slice(&(sum as i16).to_le_bytes());
     }
     head[..4].copy_from_slice(&(1.0 / iscale).to_le_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_away_i8;
+
+    fn check(x: f32) {
+        assert_eq!(
+            round_away_i8(x),
+            x.round() as i8,
+            "{x:e} ({:#x})",
+            x.to_bits()
+        );
+    }
+
+    #[test]
+    fn round_away_matches_f32_round() {
+        // A sweep of every bit pattern class (signs, exponents, NaNs, infinities) ...
+        for bits in (0..=u32::MAX).step_by(997) {
+            check(f32::from_bits(bits));
+        }
+        // ... and every half-integer, its neighbours and the integers in the i8 range and
+        // beyond it.
+        for n in -300..=300 {
+            for base in [n as f32, n as f32 + 0.5] {
+                let mut x = base;
+                for _ in 0..4 {
+                    x = x.next_down();
+                }
+                for _ in 0..9 {
+                    check(x);
+                    x = x.next_up();
+                }
+            }
+        }
+        for x in [
+            0.0,
+            -0.0,
+            f32::MIN,
+            f32::MAX,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ] {
+            check(x);
+        }
+        check(0.49999997);
+        check(-0.49999997);
+        check(2147483520.0);
+        check(-2147483648.0);
+    }
 }

@@ -265,6 +265,7 @@ fn attention_with_kv_cache_decode_steps() {
         tr.output("y", &attn.forward_cached(&x, cache));
     });
     assert_eq!(g.state_updates().len(), 2);
+    common::assert_updates_in_place(&g);
     let weights = module_weights(&attn, &mut Rng(58), 0.3, &|_| None);
     let states = zero_states(&attn, 1);
     let mut rng = Rng(59);
@@ -282,4 +283,37 @@ fn attention_with_kv_cache_decode_steps() {
     check_decode("attention decode", &g, &weights, &states, &steps, &|_| {
         close(1e-5)
     });
+}
+
+/// `p @ v` with `v` row-major `[k, n]` (attention's `probs @ V`, here with two query heads
+/// per `v` head): the plan says where `v` lies (`Phase::b_rows`), few rows read it in place
+/// (no transposing pack), many rows pack it; column counts with and without an 8-wide tail,
+/// `k` from 1 to 300.
+#[test]
+fn row_major_right_operand_read_in_place() {
+    use kiln_compiler::backend::cpu::matmul::plan_matmul;
+    for n in [64usize, 13, 100] {
+        let g = trace(|tr| {
+            let p = tr.input("p", DType::F32, dims![4, "m", "k"]);
+            let v = tr.input("v", DType::F32, dims![2, 1, "k", n]);
+            let v = v.expand(dims![2, 2, "k", n]).reshape(dims![4, "k", n]);
+            tr.output("y", &p.matmul(&v));
+        });
+        for optimize in [false, true] {
+            let c = compiled(&g, optimize);
+            let plans: Vec<_> = c.schedule.kernels.iter().filter_map(plan_matmul).collect();
+            assert_eq!(plans.len(), 1);
+            assert!(plans[0].phases[0].b_rows.is_some(), "n={n}");
+        }
+        let mut rng = Rng(60);
+        let runs: Vec<Feeds> = [(1usize, 1usize), (1, 300), (3, 17), (20, 9)]
+            .iter()
+            .map(|&(m, k)| {
+                Feeds::new()
+                    .input("p", uniform(DType::F32, &[4, m, k], &mut rng, 1.0))
+                    .input("v", uniform(DType::F32, &[2, 1, k, n], &mut rng, 1.0))
+            })
+            .collect();
+        check_runs(&format!("p @ v, n={n}"), &g, &runs, &|_, _| close(1e-5));
+    }
 }

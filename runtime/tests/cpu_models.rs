@@ -128,6 +128,7 @@ fn decode_with(
         .collect();
     let g = trace(&model, true, &quantized);
     assert_eq!(g.state_updates().len(), 2 * cfg.num_hidden_layers);
+    common::assert_updates_in_place(&g);
     let weights = graph_weights(&g, module_weights(&model, &mut Rng(62), 0.2, dtypes));
     let states = zero_states(&model, batch as i64);
     let mut rng = Rng(63);

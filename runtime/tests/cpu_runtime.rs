@@ -166,6 +166,7 @@ fn f16_kv_cache() {
     let weights = common::module_weights(&attn, &mut Rng(74), 0.3, &|_| None);
     let states = common::zero_states(&attn, 1);
     assert!(states.iter().all(|(_, t)| t.dtype() == DType::F16));
+    common::assert_updates_in_place(&g);
     let mut rng = Rng(75);
     let mut past = 0;
     let steps: Vec<Feeds> = [3usize, 1, 1, 3]
@@ -230,6 +231,68 @@ fn aliased_outputs() {
     check_decode("aliased outputs", &g, &params, &states, &steps, &|_| {
         Tol::Exact
     });
+}
+
+/// A cache-like state `[8, 4]` written at row `past` by `x * 2`: updated in place when the
+/// old value is dead after the write (also with the old value and the new one as outputs),
+/// copied into a new value when a later kernel reads the old one; several steps each, the
+/// runtime carrying the state, against the interpreter.
+#[test]
+fn state_updates_in_place_or_copied() {
+    let build = |extra: &dyn Fn(&mut Graph, kiln_ir::NodeId, kiln_ir::NodeId)| {
+        let mut g = Graph::new();
+        let x = g
+            .input("x", DType::F32, shape(&[n(), Dim::from(4)]))
+            .unwrap();
+        let cache = g
+            .state("cache", DType::F32, shape(&[8.into(), 4.into()]))
+            .unwrap();
+        let two = g.scalar(Scalar::Float(2.0), DType::F32).unwrap();
+        let x2 = g.mul(x, two).unwrap();
+        let upd = g.slice_update(cache, x2, 0, "past").unwrap();
+        g.set_state_update("cache", upd).unwrap();
+        let seen = g.slice(upd, 0, 0, Dim::from("past") + n(), 1).unwrap();
+        let y = g.exp(seen).unwrap();
+        g.set_output("y", y).unwrap();
+        extra(&mut g, cache, upd);
+        g
+    };
+    let in_place = build(&|_, _, _| {});
+    let both = build(&|g, cache, upd| {
+        g.set_output("old", cache).unwrap();
+        g.set_output("new", upd).unwrap();
+    });
+    let late = build(&|g, cache, _| {
+        let old = g.neg(cache).unwrap();
+        g.set_output("old", old).unwrap();
+    });
+    for (label, g, expect) in [
+        ("in place", &in_place, true),
+        ("old and new as outputs", &both, true),
+        ("old value read late", &late, false),
+    ] {
+        for optimize in [false, true] {
+            let c = compiled(g, optimize);
+            assert_eq!(c.schedule.updated_in_place("cache"), expect, "{label}");
+        }
+        let mut rng = Rng(78);
+        let states = vec![(
+            "cache".to_string(),
+            uniform(DType::F32, &[8, 4], &mut rng, 1.0),
+        )];
+        let mut past = 0;
+        let steps: Vec<Feeds> = [3usize, 1, 2, 1]
+            .iter()
+            .map(|&s| {
+                let f = Feeds::new()
+                    .input("x", uniform(DType::F32, &[s, 4], &mut rng, 1.0))
+                    .bind("past", past);
+                past += s as i64;
+                f
+            })
+            .collect();
+        check_decode(label, g, &[], &states, &steps, &|_| Tol::Exact);
+    }
 }
 
 /// New weights through `set_param` between runs: the load-time kernels (the optimizer's

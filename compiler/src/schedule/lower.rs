@@ -320,19 +320,40 @@ impl<'a> Lowering<'a> {
     }
 
     fn kernel_inner(&mut self, node: NodeId, dest: BufferId) -> R<(KernelKind, Vec<Stmt>)> {
-        let shape = self.shape(node);
-        if let Op::Scatter { axis, reduce } = self.g.node(node).op {
+        let nd = self.g.node(node);
+        if let Op::Scatter { axis, reduce } = nd.op {
             return self.scatter(node, dest, axis, reduce);
         }
+        // What is stored: the node over its shape, or, for a slice update stored into its
+        // own state's buffer (an in-place state update, see `super::in_place_updates`), only
+        // its source, over the source's shape, at the offset along the axis.
+        let (value, shape, dest_shape, offset) = match (&nd.op, &self.buffers[dest.0 as usize].kind)
+        {
+            (Op::SliceUpdate { axis, start }, BufferKind::State(_)) => (
+                nd.inputs[1],
+                self.shape(nd.inputs[1]),
+                self.shape(node),
+                Some((*axis, start.clone())),
+            ),
+            _ => (node, self.shape(node), self.shape(node), None),
+        };
+        let at = |idx: &[Dim]| match &offset {
+            Some((axis, start)) => {
+                let mut i = idx.to_vec();
+                i[*axis] = i[*axis].clone() + start.clone();
+                lin(&i, &dest_shape)
+            }
+            None => lin(idx, &dest_shape),
+        };
         let reds = self.reductions_in_cone(node);
         if reds.is_empty() {
             let vars: Vec<String> = (0..shape.len()).map(|i| format!("i{i}")).collect();
             let idx = syms(&vars);
             let body = self.scoped(|cx| {
-                let value = cx.expr(node, &idx)?;
+                let value = cx.expr(value, &idx)?;
                 Ok(vec![Stmt::Store {
                     buffer: dest,
-                    index: lin(&idx, &shape),
+                    index: at(&idx),
                     value,
                 }])
             })?;
@@ -392,10 +413,10 @@ impl<'a> Lowering<'a> {
             None => {
                 let idx = self.row.clone();
                 self.scoped(|cx| {
-                    let value = cx.expr(node, &idx)?;
+                    let value = cx.expr(value, &idx)?;
                     Ok(vec![Stmt::Store {
                         buffer: dest,
-                        index: lin(&idx, &shape),
+                        index: at(&idx),
                         value,
                     }])
                 })?
@@ -420,10 +441,10 @@ impl<'a> Lowering<'a> {
                     }
                 }
                 let inner = self.scoped(|cx| {
-                    let value = cx.expr(node, &idx)?;
+                    let value = cx.expr(value, &idx)?;
                     Ok(vec![Stmt::Store {
                         buffer: dest,
-                        index: lin(&idx, &shape),
+                        index: at(&idx),
                         value,
                     }])
                 })?;

@@ -42,6 +42,18 @@
 //! SwiGLU `silu(m[.., 0:I]) * m[.., I:2I]` is again one kernel storing `I` columns.
 //! Elementwise parts used by several phases are recomputed per phase.
 //!
+//! # State updates in place
+//!
+//! A state whose next value is `slice_update(state, axis, start, src)` of its own current
+//! value (a KV-cache write) is updated in place when that is legal (see
+//! `in_place_updates`: every other kernel reading the old value runs before the update, and
+//! `src` does not read it): the slice update gets no buffer of its own, its kernel loops over
+//! `src` only and stores into the state's buffer at the offset, and every reader of the new
+//! value reads the state's buffer. [`Schedule::state_updates`] then names the state's own
+//! [`BufferKind::State`] buffer ([`Schedule::updated_in_place`]), and a runtime keeps the
+//! state's storage instead of taking a new value. A state update that does not qualify (the
+//! old value read after the write) is computed into a fresh output buffer as before.
+//!
 //! # Load time
 //!
 //! A node is *params-only* when it depends only on params, constants and fills with constant
@@ -123,8 +135,20 @@ pub struct Schedule {
     pub load_time: Vec<Launch>,
     /// Graph outputs: name and buffer.
     pub outputs: Vec<(String, BufferId)>,
-    /// State updates: state name and the buffer holding its next value.
+    /// State updates: state name and the buffer holding its next value, which is the
+    /// state's own buffer when it is updated in place (see the module docs).
     pub state_updates: Vec<(String, BufferId)>,
+}
+
+impl Schedule {
+    /// Whether state `name` is updated in place: its update kernel writes the state's own
+    /// buffer (only the updated slice), and no new value is produced.
+    pub fn updated_in_place(&self, name: &str) -> bool {
+        self.state_updates.iter().any(|(n, id)| {
+            n == name
+                && matches!(&self.buffers[id.0 as usize].kind, BufferKind::State(s) if s == name)
+        })
+    }
 }
 
 /// Why a graph could not be scheduled.
@@ -465,6 +489,54 @@ fn inline_ops(g: &Graph, roles: &[Role], root: NodeId) -> usize {
     count
 }
 
+/// State updates written in place, as a map from the update node to the state node: the
+/// state's next value is `slice_update(state, axis, start, src)` of its own current value
+/// (a KV-cache write), so the update kernel can store just `src` into the state's buffer
+/// instead of copying the whole state into a new one. Legal when every other kernel reading
+/// the state's old value is launched before the update (launches follow node order, a
+/// source's copy kernel sits at the source), the update kernel reads the old value only as
+/// the slice update's base (not through `src`), the value updates no other state, and it is
+/// not block-quantized (a partial block cannot be stored alone).
+fn in_place_updates(g: &Graph, roles: &[Role]) -> HashMap<NodeId, NodeId> {
+    let mut out = HashMap::new();
+    let updates = g.state_updates();
+    for (name, upd) in updates {
+        let node = g.node(*upd);
+        let Op::SliceUpdate { .. } = node.op else {
+            continue;
+        };
+        let base = node.inputs[0];
+        let is_state = matches!(&g.node(base).op, Op::State { name: n, .. } if n == name);
+        if !is_state
+            || roles[upd.index()] != Role::Root
+            || roles[base.index()] != Role::Source
+            || node.ty.dtype.is_quantized()
+            || updates.iter().filter(|(_, u)| u == upd).count() != 1
+        {
+            continue;
+        }
+        // reach[i]: evaluating node `i` inline reads the old value.
+        let mut reach = vec![false; g.nodes().len()];
+        reach[base.index()] = true;
+        let mut legal = true;
+        for (i, n) in g.nodes().iter().enumerate().skip(base.index() + 1) {
+            let reads = n.inputs.iter().any(|p| reach[p.index()]);
+            match roles[i] {
+                Role::Inline => reach[i] = reads,
+                Role::Root if i == upd.index() => {
+                    legal &= !reach[node.inputs[1].index()];
+                }
+                Role::Root if reads && i > upd.index() => legal = false,
+                _ => {}
+            }
+        }
+        if legal {
+            out.insert(*upd, base);
+        }
+    }
+    out
+}
+
 type Built = Result<Schedule, lower::Need>;
 
 fn build(g: &Graph, roles: &[Role]) -> Result<Built, ScheduleError> {
@@ -483,6 +555,7 @@ fn build(g: &Graph, roles: &[Role]) -> Result<Built, ScheduleError> {
         .chain(g.state_updates())
         .map(|(_, id)| *id)
         .collect();
+    let in_place = in_place_updates(g, roles);
     let mut buf_of: HashMap<NodeId, BufferId> = HashMap::new();
     let add_buffer = |s: &mut Schedule, node: Option<NodeId>, dtype, shape: Shape, kind| {
         let id = BufferId(s.buffers.len() as u32);
@@ -498,6 +571,12 @@ fn build(g: &Graph, roles: &[Role]) -> Result<Built, ScheduleError> {
     };
     for (i, n) in g.nodes().iter().enumerate() {
         let id = NodeId(i as u32);
+        if let Some(state) = in_place.get(&id) {
+            // The state's own buffer (created already: the state node comes first).
+            let b = buf_of[state];
+            buf_of.insert(id, b);
+            continue;
+        }
         let kind = match (roles[i], &n.op) {
             (Role::Source, Op::Input { name, .. }) => BufferKind::Input(name.clone()),
             (Role::Source, Op::Param { name, .. }) => BufferKind::Param(name.clone()),

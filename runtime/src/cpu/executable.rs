@@ -396,7 +396,7 @@ impl CpuExecutable {
         }
         let bytes = weight.bytes.as_slice();
         let align = info.dtype.size_bytes().unwrap_or(1).max(1);
-        let w = if (bytes.as_ptr() as usize) % align == 0 {
+        let w = if (bytes.as_ptr() as usize).is_multiple_of(align) {
             Weight::Shared(weight.bytes.clone())
         } else {
             Weight::Owned(AlignedBytes::from_slice(bytes))
@@ -448,6 +448,9 @@ impl CpuExecutable {
 
     /// Runs the graph on `inputs` with `bindings` (symbols not bound are inferred from the
     /// shapes of inputs and states); returns the outputs by name and updates the states.
+    /// A state updated in place ([`Schedule::updated_in_place`], a KV-cache write) keeps its
+    /// storage and is written by the kernels; if a run fails after its kernels started, such
+    /// a state may hold the new slice already (positions a KV cache does not read yet).
     pub fn run(
         &mut self,
         inputs: &[(&str, &Tensor)],
@@ -593,6 +596,10 @@ impl CpuExecutable {
         }
         for (name, id) in &self.schedule.state_updates.clone() {
             let info = &self.schedule.buffers[id.0 as usize];
+            if self.schedule.updated_in_place(name) {
+                // Updated in place (a KV-cache write): the kernels wrote the state's bytes.
+                continue;
+            }
             let shape = eval_shape(&info.shape, &b)?;
             let bytes = match outputs.remove(id) {
                 Some(bytes) => bytes,

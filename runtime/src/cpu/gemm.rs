@@ -4,6 +4,7 @@
 //! quantized activations for block-quantized weights) and storing through the generated
 //! epilogue.
 
+use super::gemm_nn::gemm_nn_f32;
 use kiln_compiler::backend::cpu::matmul::{BOperand, MatmulPlan};
 use kiln_compiler::backend::cpu::JitKernel;
 use kiln_compiler::loop_ir::{BufferId, Kernel};
@@ -63,6 +64,11 @@ impl GemmKernel {
 /// From this many rows on, a block-quantized weight block is dequantized to f32 and
 /// multiplied with the f32 activations; below, activations are quantized (integer dots).
 const F32_ROUTE_ROWS: i64 = 16;
+
+/// Below this many rows, a packed right operand that is row-major `[k, n]` in its buffer
+/// (`Phase::b_rows`) is read in place by [`gemm_nn_f32`] instead of being transposed into a
+/// panel for every task.
+const NN_MAX_ROWS: i64 = 16;
 
 /// Rows per task (a multiple of the f32 micro-kernel's 6-row panels).
 const ROW_BLOCK: i64 = 96;
@@ -213,6 +219,29 @@ pub(crate) fn run_gemm(
                 };
                 let tile = tiles[p * tile_len..].as_mut_ptr();
                 match &phase.b {
+                    // Few rows against a row-major `[k, n]` operand (attention's `V`): read
+                    // in place, no transposing pack.
+                    BOperand::Packed(_) if phase.b_rows.is_some() && rn < NN_MAX_ROWS => {
+                        let (buffer, base, ld) = phase.b_rows.as_ref().expect("checked");
+                        let (base, ld) = (base.eval(&bb)?, ld.eval(&bb)?);
+                        let i = param_index(*buffer).expect("an in-place operand is a parameter");
+                        // SAFETY: the kernel reads elements `base + ld * kk + c` of this f32
+                        // operand for `kk < k` and its columns `c`, here `c0..c0 + cn`; the
+                        // tile holds `rn * cn` f32.
+                        unsafe {
+                            gemm_nn_f32(
+                                rn as usize,
+                                cn as usize,
+                                k,
+                                a_ptr,
+                                lda,
+                                args[i].0.cast::<f32>().add((base + c0) as usize),
+                                ld as usize,
+                                tile,
+                                cn as usize,
+                            )
+                        };
+                    }
                     BOperand::Packed(_) => {
                         pb.resize(cn as usize * k, 0.0);
                         call_args[panel_slot] = pb.as_mut_ptr().cast();

@@ -725,6 +725,21 @@ pub fn check_decode(
     }
 }
 
+/// Asserts that every state update of `g` (KV-cache writes) is done in place, with and
+/// without the optimizer: the update kernel writes only the new slice into the state's own
+/// buffer (and [`check_decode`] on such a graph runs that path).
+pub fn assert_updates_in_place(g: &Graph) {
+    for optimize in [false, true] {
+        let c = compiled(g, optimize);
+        for (name, _) in g.state_updates() {
+            assert!(
+                c.schedule.updated_in_place(name),
+                "state `{name}` not updated in place (optimize {optimize})"
+            );
+        }
+    }
+}
+
 /// The kernels a compiled graph launches per run, by kind.
 pub fn launch_kinds(c: &Compiled) -> Vec<kiln_compiler::loop_ir::KernelKind> {
     c.schedule

@@ -12,7 +12,10 @@
 //!   `[rows, k]`;
 //! - per phase, a **B operand**: read in place when `Y` is a plain f32 or block-quantized
 //!   load that is contiguous along `k` (a weight `[n, k]`: the common `x @ W^T`), otherwise a
-//!   **B-pack kernel** evaluating `Y` for a block of columns into `[cols, k]`;
+//!   **B-pack kernel** evaluating `Y` for a block of columns into `[cols, k]` (when `Y` is a
+//!   plain f32 load contiguous along the columns instead, a row-major `[k, n]` operand such as
+//!   attention's `V`, [`Phase::b_rows`] also says where it lies, so that a product of few rows
+//!   can read it in place rather than transpose it);
 //! - one **epilogue kernel**: the column body with every contraction replaced by a read of
 //!   that phase's result tile `[rows, cols]`.
 //!
@@ -81,6 +84,12 @@ pub struct Phase {
     pub a_direct: Option<(BufferId, Dim, Dim)>,
     /// The right operand.
     pub b: BOperand,
+    /// A packed right operand that is also a plain f32 load contiguous along the columns
+    /// (row-major `[k, n]`: attention's `probs @ V`): column `c`'s element `kk` is element
+    /// `base + ld * kk + c` of `buffer` (`base` may mention the batch loop variables). A
+    /// runtime may read it in place for products of few rows, which would not amortize
+    /// transposing it into the packed panel.
+    pub b_rows: Option<(BufferId, Dim, Dim)>,
 }
 
 /// A matmul kernel split into generated kernels around micro-kernels.
@@ -197,11 +206,16 @@ pub fn plan_matmul(kernel: &Kernel) -> Option<MatmulPlan> {
                     &symbols,
                 )),
             };
+            let b_rows = match &b {
+                BOperand::Packed(_) => rows_operand(y, &col.var, &k.var),
+                BOperand::Direct { .. } => None,
+            };
             phases.push(Phase {
                 k: k.extent.clone(),
                 pack_a,
                 a_direct,
                 b,
+                b_rows,
             });
             // The accumulator starts at the tile's value; the reduction loop is gone.
             let tile = Expr::Load {
@@ -401,6 +415,29 @@ fn direct_operand(y: &Expr, col: &str, k: &str, kext: &Dim) -> Option<BOperand> 
         base,
         ld,
     })
+}
+
+/// An operand as an f32 load contiguous along `col` (row-major `[k, n]`): the buffer,
+/// `base` and the stride `ld` between consecutive `k`.
+fn rows_operand(y: &Expr, col: &str, k: &str) -> Option<(BufferId, Dim, Dim)> {
+    let Expr::Load {
+        buffer,
+        dtype: DType::F32,
+        index,
+    } = y
+    else {
+        return None;
+    };
+    let at = |c: i64, kk: i64| {
+        let mut m = BTreeMap::new();
+        m.insert(col.to_string(), Dim::from(c));
+        m.insert(k.to_string(), Dim::from(kk));
+        index.substitute(&m)
+    };
+    let base = at(0, 0);
+    let ld = at(0, 1) - base.clone();
+    (*index == base.clone() + ld.clone() * Dim::symbol(k) + Dim::symbol(col))
+        .then_some((*buffer, base, ld))
 }
 
 /// True when every dim is provably a multiple of the block size (constant multiples, or

@@ -1,0 +1,184 @@
+//! Products of few rows in the "NN" layout, `C = A · B` with `B` read in place as row-major
+//! `[k, n]` (rows along `k` at stride `ldb`): the matmul runner's path for a right operand
+//! that is contiguous along the columns ([`kiln_compiler::backend::cpu::matmul::Phase`]'s
+//! `b_rows`), such as attention's `probs @ V` at decode, which would otherwise be transposed
+//! into a packed panel for every query head and step. Each row of `C` is a sum of scaled
+//! rows of `B` (an AXPY per `k`), accumulated in registers over one block of columns.
+
+/// `C[i*ldc + j] = sum_kk A[i*lda + kk] * B[kk*ldb + j]` for `i < m`, `j < n`, summed in
+/// order of `kk` (with fused multiply-adds on AVX2 + FMA CPUs); `C` is overwritten (zero
+/// when `k == 0`).
+///
+/// # Safety
+/// `a` must be valid for reading rows `i < m` of `k` f32 at stride `lda`, `b` rows
+/// `kk < k` of `n` f32 at stride `ldb`, and `c` valid for writing rows `i < m` of `n` f32 at
+/// stride `ldc`, not overlapping `A` or `B`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_nn_f32(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if kiln_cpu_kernels::dispatch::isa() == kiln_cpu_kernels::dispatch::Isa::Avx2Fma {
+        // SAFETY: AVX2 and FMA were detected; the pointer contract is the caller's.
+        unsafe { avx2::gemm_nn(m, n, k, a, lda, b, ldb, c, ldc) };
+        return;
+    }
+    for i in 0..m {
+        for j in 0..n {
+            let mut acc = 0.0f32;
+            for kk in 0..k {
+                // SAFETY: in bounds by the caller's contract.
+                acc += unsafe { *a.add(i * lda + kk) * *b.add(kk * ldb + j) };
+            }
+            // SAFETY: as above.
+            unsafe { *c.add(i * ldc + j) = acc };
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    /// [`super::gemm_nn_f32`] on AVX2 + FMA: blocks of up to 64 columns (eight 8-wide
+    /// accumulators), then a scalar tail of fewer than 8 columns.
+    ///
+    /// # Safety
+    /// As [`super::gemm_nn_f32`], on a CPU with AVX2 and FMA.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn gemm_nn(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        for i in 0..m {
+            // SAFETY (whole body): rows `i < m` of A and C, rows `kk < k` of B, columns
+            // `j < n`: in bounds by the caller's contract.
+            unsafe {
+                let (a, c) = (a.add(i * lda), c.add(i * ldc));
+                let mut j = 0;
+                while j + 64 <= n {
+                    block::<8>(k, a, b.add(j), ldb, c.add(j));
+                    j += 64;
+                }
+                if j + 32 <= n {
+                    block::<4>(k, a, b.add(j), ldb, c.add(j));
+                    j += 32;
+                }
+                if j + 16 <= n {
+                    block::<2>(k, a, b.add(j), ldb, c.add(j));
+                    j += 16;
+                }
+                if j + 8 <= n {
+                    block::<1>(k, a, b.add(j), ldb, c.add(j));
+                    j += 8;
+                }
+                for j in j..n {
+                    let mut acc = 0.0f32;
+                    for kk in 0..k {
+                        acc = (*a.add(kk)).mul_add(*b.add(kk * ldb + j), acc);
+                    }
+                    *c.add(j) = acc;
+                }
+            }
+        }
+    }
+
+    /// One row of `C` over `8 * V` columns: `c[..] = sum_kk a[kk] * b[kk*ldb ..]`.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block<const V: usize>(
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+    ) {
+        // SAFETY: `a[..k]`, `b[kk*ldb .. kk*ldb + 8V]` and `c[..8V]` are in bounds (caller).
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); V];
+            for kk in 0..k {
+                let x = _mm256_broadcast_ss(&*a.add(kk));
+                let row = b.add(kk * ldb);
+                for (v, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(x, _mm256_loadu_ps(row.add(8 * v)), *acc);
+                }
+            }
+            for (v, acc) in acc.iter().enumerate() {
+                _mm256_storeu_ps(c.add(8 * v), *acc);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gemm_nn_f32;
+
+    /// Against a plain f64 product, for every column-block size and tail, strides larger
+    /// than the extents, and `k == 0`.
+    #[test]
+    fn matches_reference() {
+        let mut seed = 1u64;
+        let mut next = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        for (m, n, k) in [
+            (1, 64, 17),
+            (3, 127, 5),
+            (2, 7, 300),
+            (1, 200, 1),
+            (4, 40, 0),
+        ] {
+            let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+            let a: Vec<f32> = (0..m * lda).map(|_| next()).collect();
+            let b: Vec<f32> = (0..k.max(1) * ldb).map(|_| next()).collect();
+            let mut c = vec![f32::NAN; m * ldc];
+            // SAFETY: the vectors hold every element the strides reach.
+            unsafe {
+                gemm_nn_f32(
+                    m,
+                    n,
+                    k,
+                    a.as_ptr(),
+                    lda,
+                    b.as_ptr(),
+                    ldb,
+                    c.as_mut_ptr(),
+                    ldc,
+                )
+            };
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k)
+                        .map(|kk| f64::from(a[i * lda + kk]) * f64::from(b[kk * ldb + j]))
+                        .sum();
+                    let mag: f64 = (0..k)
+                        .map(|kk| (f64::from(a[i * lda + kk]) * f64::from(b[kk * ldb + j])).abs())
+                        .sum();
+                    let got = f64::from(c[i * ldc + j]);
+                    assert!(
+                        (got - want).abs() <= k as f64 * f64::from(f32::EPSILON) * mag,
+                        "m={m} n={n} k={k} [{i},{j}]: {got} vs {want}"
+                    );
+                }
+            }
+        }
+    }
+}
