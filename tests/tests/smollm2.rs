@@ -33,7 +33,7 @@ pub fn model_path() -> Option<PathBuf> {
     None
 }
 
-fn session(path: &PathBuf, ctx: usize) -> Session {
+fn session(path: &std::path::Path, ctx: usize) -> Session {
     let file = GgufFile::open(path).expect("open the GGUF");
     let loaded = LoadedLlama::from_gguf(&file, ctx).expect("load the model");
     let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");

@@ -301,7 +301,7 @@ fn unpermute_rows(t: &WeightTensor, heads: usize) -> Result<WeightBytes, WeightE
         expected: why,
         got: format!("{}{:?}", t.dtype, t.shape),
     };
-    if heads == 0 || rows % heads != 0 || (rows / heads) % 2 != 0 {
+    if heads == 0 || !rows.is_multiple_of(heads) || !(rows / heads).is_multiple_of(2) {
         return Err(bad(format!(
             "rows divisible into {heads} heads of an even size (rotary permutation)"
         )));

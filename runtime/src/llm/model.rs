@@ -286,12 +286,12 @@ fn build(
 }
 
 /// KV capacity and vocabulary of the step program: `logits` is `[1, 1, vocab]`; the
-/// capacity is the largest constant dim shared by every state.
+/// capacity is the smallest cache length (axis -2) over the states.
 fn shape_of(step: &Graph) -> Result<(usize, usize), LmError> {
     let (_, logits) = step
         .outputs()
-        .into_iter()
-        .find(|(n, _)| *n == "logits")
+        .iter()
+        .find(|(n, _)| n == "logits")
         .ok_or_else(|| LmError::Graph("the step program has no output `logits`".into()))?;
     let vocab = step
         .ty(*logits)
