@@ -587,9 +587,22 @@ impl CpuExecutable {
                 *slot = (s.as_mut_ptr(), s.len());
             }
         }
-        for launch in &self.schedule.launches {
-            self.launch(launch, &ptrs, &b)?;
-        }
+        // The launches run on a worker of the pool: each parallel launch then splits there
+        // (the calling thread takes part and the other workers steal), instead of this
+        // thread injecting every launch into the pool and sleeping until it is done.
+        let ptrs = SendPtr(ptrs.as_ptr());
+        let n = self.schedule.buffers.len();
+        let this = &*self;
+        let b_ref = &b;
+        self.pool.install(move || -> Result<(), CpuError> {
+            let ptrs = ptrs;
+            // SAFETY: `ptrs` (one entry per buffer) outlives this call.
+            let ptrs = unsafe { std::slice::from_raw_parts(ptrs.0, n) };
+            for launch in &this.schedule.launches {
+                this.launch(launch, ptrs, b_ref)?;
+            }
+            Ok(())
+        })?;
         let mut result = Vec::new();
         for (name, id) in &self.schedule.outputs {
             result.push((name.clone(), self.fetch(*id, &outputs, &b)?));
@@ -692,7 +705,7 @@ impl CpuExecutable {
         let syms = kernel
             .symbols
             .iter()
-            .map(|s| Dim::symbol(s).eval(b))
+            .map(|s| b.get(s).map_or_else(|| Dim::symbol(s).eval(b), Ok))
             .collect::<Result<Vec<i64>, _>>()?;
         if let Some(g) = self.gemms[launch.kernel]
             .as_ref()

@@ -19,6 +19,9 @@ pub(crate) struct GemmKernel {
     pub pack_a: Vec<Arc<JitKernel>>,
     pub pack_b: Vec<Option<Arc<JitKernel>>>,
     pub epilogue: Arc<JitKernel>,
+    /// Whether an operand read in place has an offset that mentions a batch loop variable
+    /// (tasks then evaluate it with bindings that include them).
+    pub batch_offsets: bool,
 }
 
 /// Kernels of a plan in compile order: per phase pack A (and pack B when packed), then the
@@ -52,11 +55,23 @@ impl GemmKernel {
             });
         }
         let epilogue = compiled.next().expect("the epilogue");
+        let mut offsets: Vec<&kiln_ir::Dim> = Vec::new();
+        for p in &plan.phases {
+            offsets.extend(p.a_direct.iter().flat_map(|(_, base, ld)| [base, ld]));
+            offsets.extend(p.b_rows.iter().flat_map(|(_, base, ld)| [base, ld]));
+            if let BOperand::Direct { base, ld, .. } = &p.b {
+                offsets.extend([base, ld]);
+            }
+        }
+        let batch_offsets = offsets
+            .iter()
+            .any(|d| d.symbols().iter().any(|s| plan.batch_vars.contains(s)));
         GemmKernel {
             plan,
             pack_a,
             pack_b,
             epilogue,
+            batch_offsets,
         }
     }
 }
@@ -168,7 +183,8 @@ pub(crate) fn run_gemm(
             bvals[i] = rest % batch[i];
             rest /= batch[i];
         }
-        let mut s: Vec<i64> = syms.to_vec();
+        let mut s: Vec<i64> = Vec::with_capacity(syms.len() + bvals.len() + 4);
+        s.extend(syms);
         s.extend(&bvals);
         s.extend([r0, rn, c0, cn]);
         let mut status = 0i64;
@@ -185,7 +201,7 @@ pub(crate) fn run_gemm(
             call_args.push(std::ptr::null_mut());
             let panel_slot = args.len();
             // Bindings with the batch variables, only where an operand's offset needs them.
-            let needs_batch = !plan.batch_vars.is_empty();
+            let needs_batch = g.batch_offsets;
             let bb = if needs_batch {
                 let mut bb = b.clone();
                 for (v, x) in plan.batch_vars.iter().zip(&bvals) {
