@@ -5,8 +5,10 @@
 //!   2048³ and the SmolLM2-135M prefill shapes, against the `gemm` crate and
 //!   `matrixmultiply` (same shapes, same thread count). Throughput: FLOPs (2·m·n·k).
 //! - `backend_qmatvec/*`: decode-shaped products `x[1, k] @ Wq^T` with Q4_1/Q4_K/Q8_0
-//!   weights (Q4_K with k = 512 for 576: its rows must be whole 256-element blocks).
-//!   Throughput: weight bytes (compare with `bandwidth/read`).
+//!   weights (Q4_K with k = 512 for 576: its rows must be whole 256-element blocks), on the
+//!   runtime's f32-activation route; with `KILN_Q8_ACTIVATIONS=1` on its 8-bit-activation
+//!   route instead (ids `q4_1-q8act`, ...). Throughput: weight bytes (compare with
+//!   `bandwidth/read`).
 //! - `backend_norm/*`: a fused RMSNorm and a softmax. Throughput: bytes read + written.
 //! - `bandwidth/read`: summing a 256 MiB buffer (the machine's read bandwidth, measured in
 //!   the same run).
@@ -226,7 +228,14 @@ fn qmatvec(c: &mut Criterion) {
             let g = gemm_graph(k, n, DType::Quant(q), false);
             let mut exe = executable(&g, &[("w", wt)], threads);
             let x = Tensor::from_vec(vec![1, k], rand(k, 5)).unwrap();
-            group.bench_function(BenchmarkId::new(q.name(), format!("{n}x{k}")), |bch| {
+            // The few-row route the runtime takes (see `runtime/src/cpu/gemm.rs`).
+            let route = if std::env::var("KILN_Q8_ACTIVATIONS").is_ok_and(|v| v == "1") {
+                "-q8act"
+            } else {
+                ""
+            };
+            let id = BenchmarkId::new(format!("{}{route}", q.name()), format!("{n}x{k}"));
+            group.bench_function(id, |bch| {
                 bch.iter(|| black_box(exe.run(&[("x", &x)], &Bindings::new()).unwrap()))
             });
         }

@@ -1,6 +1,7 @@
 //! Single-thread speed of `kiln-cpu-kernels`: f32 GEMM (GFLOP/s) against the `gemm` and
 //! `matrixmultiply` crates on LLM shapes, quantized matrix-vector products (weight GB/s) at
-//! decode shapes, and the machine's streaming memory bandwidth in the same run.
+//! decode shapes with 8-bit (`quant_matvec`) and f32 (`quant_f32_matvec`) activations, and
+//! the machine's streaming memory bandwidth in the same run.
 //!
 //! Filter with criterion's usual argument, e.g. `cargo bench -p kiln-benches --bench
 //! cpu_kernels -- f32_gemm/kiln`.
@@ -8,7 +9,9 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kiln_cpu_kernels::{activation_type, gemm_nt_f32, gemm_nt_q, quantize_activations, QuantType};
+use kiln_cpu_kernels::{
+    activation_type, gemm_nt_f32, gemm_nt_q, gemm_nt_qf32, quantize_activations, QuantType,
+};
 
 /// Deterministic pseudo-random values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -122,13 +125,8 @@ fn weights(w: QuantType, rows: usize, k: usize) -> Vec<u8> {
         })
         .collect();
     let scale = half::f16::from_f32(0.01).to_bits().to_le_bytes();
-    let fields: &[usize] = match w {
-        QuantType::Q4_1 | QuantType::Q4_K => &[0, 2],
-        QuantType::Q6_K => &[208],
-        _ => &[0],
-    };
     for block in out.chunks_exact_mut(w.block_bytes()) {
-        for &f in fields {
+        for &f in w.f16_scale_offsets() {
             block[f..f + 2].copy_from_slice(&scale);
         }
     }
@@ -187,6 +185,76 @@ fn quant_matvec(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same decode-time products with f32 activations (`gemm_nt_qf32`: no activation
+/// quantization, exact to f32 rounding), for every weight type, and with 4 activation
+/// rows (a short prompt) for the SmolLM2 file's types.
+fn quant_f32_matvec(c: &mut Criterion) {
+    let mut group = c.benchmark_group("quant_f32_matvec");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    let types = [
+        QuantType::Q4_0,
+        QuantType::Q4_1,
+        QuantType::Q5_0,
+        QuantType::Q5_1,
+        QuantType::Q8_0,
+        QuantType::Q2_K,
+        QuantType::Q3_K,
+        QuantType::Q4_K,
+        QuantType::Q5_K,
+        QuantType::Q6_K,
+    ];
+    for w in types {
+        for &(m, n, k) in &[
+            (1usize, 1536usize, 576usize),
+            (1, 576, 1536),
+            (1, 49152, 576),
+            (4, 1536, 576),
+        ] {
+            if m > 1 && !matches!(w, QuantType::Q4_1 | QuantType::Q8_0) {
+                continue;
+            }
+            let k = if w.block_size() == 256 {
+                k / 256 * 256
+            } else {
+                k
+            };
+            let wq = weights(w, n, k);
+            let x = values(m * k, 3);
+            let mut out = vec![0.0f32; m * n];
+            let row = w.bytes_for(k).unwrap();
+            group.throughput(Throughput::Bytes(wq.len() as u64));
+            let id = if m == 1 {
+                format!("{n}x{k}")
+            } else {
+                format!("{n}x{k} m={m}")
+            };
+            group.bench_function(BenchmarkId::new(w.name(), id), |bch| {
+                bch.iter(|| {
+                    // SAFETY: m activation rows of k f32, n weight rows of `row` bytes,
+                    // C m×n.
+                    unsafe {
+                        gemm_nt_qf32(
+                            w,
+                            m,
+                            n,
+                            k,
+                            x.as_ptr(),
+                            k,
+                            wq.as_ptr(),
+                            row,
+                            out.as_mut_ptr(),
+                            n,
+                        )
+                    }
+                })
+            });
+        }
+    }
+    group.finish();
+}
+
 /// Streaming read bandwidth of one core: the sum of a 256 MiB f32 array.
 fn memory_bandwidth(c: &mut Criterion) {
     let mut group = c.benchmark_group("memory");
@@ -209,5 +277,11 @@ fn memory_bandwidth(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, memory_bandwidth, f32_gemm, quant_matvec);
+criterion_group!(
+    benches,
+    memory_bandwidth,
+    f32_gemm,
+    quant_matvec,
+    quant_f32_matvec
+);
 criterion_main!(benches);

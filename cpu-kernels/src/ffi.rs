@@ -102,6 +102,28 @@ pub unsafe extern "C" fn kiln_gemm_nt_q(
     unsafe { crate::gemm_nt_q(quant_type(w), m, n, k, act, a_stride, wq, w_stride, c, ldc) }
 }
 
+/// [`crate::gemm_nt_qf32`] by symbol name, `w` as a GGUF type id.
+///
+/// # Safety
+/// As [`crate::gemm_nt_qf32`].
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn kiln_gemm_nt_qf32(
+    w: u32,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    wq: *const u8,
+    w_stride: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { crate::gemm_nt_qf32(quant_type(w), m, n, k, a, lda, wq, w_stride, c, ldc) }
+}
+
 /// [`crate::dequantize_row`] by symbol name, `w` as a GGUF type id.
 ///
 /// # Safety
@@ -114,7 +136,7 @@ pub unsafe extern "C" fn kiln_dequantize_row(w: u32, k: usize, src: *const u8, d
 
 /// Every exported `extern "C"` symbol with its address, for a JIT to register
 /// (`kiln_gemm_nt_f32`, `kiln_dot_f32`, `kiln_vec_dot_q`, `kiln_quantize_activations`,
-/// `kiln_gemm_nt_q`, `kiln_dequantize_row`).
+/// `kiln_gemm_nt_q`, `kiln_gemm_nt_qf32`, `kiln_dequantize_row`).
 pub fn symbols() -> Vec<(&'static str, *const u8)> {
     vec![
         ("kiln_gemm_nt_f32", kiln_gemm_nt_f32 as *const u8),
@@ -125,6 +147,7 @@ pub fn symbols() -> Vec<(&'static str, *const u8)> {
             kiln_quantize_activations as *const u8,
         ),
         ("kiln_gemm_nt_q", kiln_gemm_nt_q as *const u8),
+        ("kiln_gemm_nt_qf32", kiln_gemm_nt_qf32 as *const u8),
         ("kiln_dequantize_row", kiln_dequantize_row as *const u8),
     ]
 }

@@ -2,9 +2,10 @@
 //!
 //! The Cranelift CPU backend emits loops and elementwise code itself and calls these
 //! kernels for the heavy inner work: f32 matrix products ([`gemm_nt_f32`], [`dot_f32`]) and
-//! dot products of GGUF block-quantized weights with quantized activations
-//! ([`quantize_activations`], [`vec_dot_q`], [`gemm_nt_q`]), plus [`dequantize_row`] for
-//! paths that want f32 weights.
+//! dot products of GGUF block-quantized weights with f32 activations ([`gemm_nt_qf32`],
+//! [`vec_dot_qf32`]: as accurate as f32 products of the dequantized weights) or with
+//! activations quantized to 8 bits ([`quantize_activations`], [`vec_dot_q`], [`gemm_nt_q`],
+//! as llama.cpp does), plus [`dequantize_row`] for paths that want f32 weights.
 //!
 //! Every kernel is single-threaded: the caller splits the work (rows of `C`) across threads.
 //! The implementation is chosen once, at run time, from the CPU's features
@@ -31,6 +32,7 @@ pub mod ffi;
 pub mod gemm_f32;
 pub mod portable;
 pub mod quant_dot;
+pub mod quant_dot_f32;
 pub mod scalar;
 
 mod bytes;
@@ -42,3 +44,4 @@ pub use ffi::symbols;
 pub use gemm_f32::gemm_nt_f32;
 pub use kiln_ir::quant::QuantType;
 pub use quant_dot::{gemm_nt_q, vec_dot_q};
+pub use quant_dot_f32::{gemm_nt_qf32, vec_dot_qf32};

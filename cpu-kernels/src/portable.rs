@@ -6,3 +6,4 @@
 pub use crate::dot_f32::portable as dot_f32;
 pub use crate::gemm_f32::portable::gemm_nt as gemm_nt_f32;
 pub use crate::quant_dot::portable::{gemm_nt_q, vec_dot as vec_dot_q};
+pub use crate::quant_dot_f32::portable_gemm_nt_qf32 as gemm_nt_qf32;

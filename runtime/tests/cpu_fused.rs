@@ -240,12 +240,17 @@ fn gated_mlp_with_f16_bf16_and_quantized_weights() {
                 f
             })
             .collect();
-        // Quantized weights: the backend quantizes activations to 8 bits per block (as
-        // llama.cpp does; Q8_K blocks of 256 for the K types): 1-4% RMS through three products.
-        let tol = if matches!(wt, DType::Quant(_)) {
-            Tol::RelRms(5e-2)
-        } else {
-            close(1e-5)
+        // Quantized weights multiply f32 activations in f32 (fused below 16 rows,
+        // dequantized panels from 16 rows on), but these random blocks hold weights up to
+        // ~100x larger than the f16 ones (random 6-bit K scales and minimums) whose
+        // products cancel: single outputs move by ~1e-4 relative on either route, the
+        // whole result by far less. With `KILN_Q8_ACTIVATIONS=1` the backend quantizes the
+        // activations to 8 bits per block (as llama.cpp does; Q8_K blocks of 256 for the K
+        // types): 1-4% RMS through three products.
+        let tol = match wt {
+            DType::Quant(_) if common::q8_activations() => Tol::RelRms(5e-2),
+            DType::Quant(_) => Tol::RelRms(1e-5),
+            _ => close(1e-5),
         };
         check_runs(&format!("gated mlp, {wt} weights"), &g, &runs, &|_, _| {
             tol.clone()

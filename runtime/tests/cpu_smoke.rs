@@ -64,7 +64,8 @@ fn matmul_softmax_rmsnorm() {
 }
 
 /// A matmul against a block-quantized weight runs through the quantized micro-kernels and
-/// stays within the activation-quantization error of the interpreter's exact product.
+/// matches the interpreter's exact product to f32 rounding (with `KILN_Q8_ACTIVATIONS=1`,
+/// within the activation-quantization error for fewer than 16 rows).
 #[test]
 fn quantized_weight_matmul() {
     use kiln_ir::QuantType;
@@ -100,15 +101,18 @@ fn quantized_weight_matmul() {
                 .to_f64_vec()
                 .unwrap();
             let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1.0);
-            // Over all outputs: few rows quantize the activations to 8 bits (about 0.4% RMS);
-            // from 16 rows on, the weights are dequantized and the product is f32.
+            // Over all outputs: f32 products (of f32 activations with the quantized blocks
+            // below 16 rows, of dequantized weight panels from 16 rows on); with
+            // KILN_Q8_ACTIVATIONS=1 few rows quantize the activations to 8 bits (about 0.4%
+            // RMS).
+            let q8 = m < 16 && std::env::var("KILN_Q8_ACTIVATIONS").is_ok_and(|v| v == "1");
             let err: f64 = want.iter().zip(&got).map(|(a, b)| (a - b) * (a - b)).sum();
             let norm: f64 = want.iter().map(|a| a * a).sum();
             let rel_rms = (err / norm.max(1e-300)).sqrt();
-            let limit = if m >= 16 { 1e-5 } else { 1e-2 };
+            let (limit, elem) = if q8 { (1e-2, 0.02) } else { (1e-5, 1e-5) };
             assert!(rel_rms < limit, "{q:?} m={m}: relative RMS error {rel_rms}");
             for (i, (a, b)) in want.iter().zip(&got).enumerate() {
-                assert!((a - b).abs() <= 0.02 * scale, "{q:?} m={m} {i}: {a} vs {b}");
+                assert!((a - b).abs() <= elem * scale, "{q:?} m={m} {i}: {a} vs {b}");
             }
         }
     }

@@ -1,8 +1,16 @@
 //! Runs a matmul kernel split by [`kiln_compiler::backend::cpu::matmul`]: tasks of
 //! (batch, row block, column block) on the thread pool, each packing A with generated code,
-//! multiplying with a micro-kernel of `kiln-cpu-kernels` (f32 GEMM, or integer dots against
-//! quantized activations for block-quantized weights) and storing through the generated
+//! multiplying with a micro-kernel of `kiln-cpu-kernels` and storing through the generated
 //! epilogue.
+//!
+//! Block-quantized weights (GGUF types) take one of two routes by the task's row count:
+//! from [`F32_ROUTE_ROWS`] rows on, the task's weight rows are dequantized to f32 and
+//! multiplied by the f32 GEMM; below (decode, short prompts), fused dots of the f32
+//! activations with the quantized blocks (`gemm_nt_qf32`). Both are as accurate as f32
+//! products of the dequantized weights. Setting the environment variable
+//! `KILN_Q8_ACTIVATIONS=1` (read once per process) makes the few-row route quantize the
+//! activations to 8 bits per block and use integer dots instead (`gemm_nt_q`, as llama.cpp
+//! does): about 0.4% RMS error per product, kept for comparison.
 
 use super::gemm_nn::gemm_nn_f32;
 use kiln_compiler::backend::cpu::matmul::{BOperand, MatmulPlan};
@@ -77,13 +85,21 @@ impl GemmKernel {
 }
 
 /// From this many rows on, a block-quantized weight block is dequantized to f32 and
-/// multiplied with the f32 activations; below, activations are quantized (integer dots).
+/// multiplied with the f32 activations; below, fused quantized × f32 dots (or, with
+/// [`q8_activations`], integer dots against quantized activations).
 const F32_ROUTE_ROWS: i64 = 16;
 
 /// Below this many rows, a packed right operand that is row-major `[k, n]` in its buffer
 /// (`Phase::b_rows`) is read in place by [`gemm_nn_f32`] instead of being transposed into a
 /// panel for every task.
 const NN_MAX_ROWS: i64 = 16;
+
+/// Whether the few-row route of block-quantized weights quantizes the activations to 8
+/// bits (`KILN_Q8_ACTIVATIONS=1`; see the module docs).
+fn q8_activations() -> bool {
+    static Q8: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *Q8.get_or_init(|| std::env::var("KILN_Q8_ACTIVATIONS").is_ok_and(|v| v == "1"))
+}
 
 /// Rows per task (a multiple of the f32 micro-kernel's 6-row panels).
 const ROW_BLOCK: i64 = 96;
@@ -323,9 +339,33 @@ pub(crate) fn run_gemm(
                                     )
                                 };
                             }
+                            DType::Quant(q) if !q8_activations() => {
+                                // Few rows (decode): the f32 activations against the
+                                // quantized blocks, fused.
+                                let (bs, bbytes) = (q.block_size() as i64, q.block_bytes() as i64);
+                                let first = (base + ld * c0) / bs * bbytes;
+                                // SAFETY: the kernel reads rows `r0..r0 + rn` of A (`k`
+                                // f32 each) and the weight rows' blocks (block alignment
+                                // of base, ld and k was proven by the plan).
+                                unsafe {
+                                    mk::gemm_nt_qf32(
+                                        *q,
+                                        rn as usize,
+                                        cn as usize,
+                                        k,
+                                        a_ptr,
+                                        lda,
+                                        buf.add(first as usize),
+                                        (ld / bs * bbytes) as usize,
+                                        tile,
+                                        cn as usize,
+                                    )
+                                };
+                            }
                             DType::Quant(q) => {
-                                // Few rows (decode): integer dots against activations
-                                // quantized to 8 bits per block, as llama.cpp does.
+                                // Few rows, `KILN_Q8_ACTIVATIONS=1`: integer dots against
+                                // activations quantized to 8 bits per block, as llama.cpp
+                                // does.
                                 let (bs, bbytes) = (q.block_size() as i64, q.block_bytes() as i64);
                                 let at = mk::activation_type(*q);
                                 let a_stride = at.bytes_for(k).unwrap_or(0);
