@@ -240,8 +240,8 @@ fn gated_mlp_with_f16_bf16_and_quantized_weights() {
                 f
             })
             .collect();
-        // Quantized weights multiply f32 activations in f32 (fused below 16 rows,
-        // dequantized panels from 16 rows on), but these random blocks hold weights up to
+        // Quantized weights multiply f32 activations in f32 (fused for few rows,
+        // dequantized panels for many), but these random blocks hold weights up to
         // ~100x larger than the f16 ones (random 6-bit K scales and minimums) whose
         // products cancel: single outputs move by ~1e-4 relative on either route, the
         // whole result by far less. With `KILN_Q8_ACTIVATIONS=1` the backend quantizes the
