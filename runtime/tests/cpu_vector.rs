@@ -391,6 +391,56 @@ fn softmax_rows() {
     }
 }
 
+/// Attention's masked softmax: `where(mask, -inf, x * 0.125)` with a bool mask read as
+/// contiguous bytes in all three row loops (vector bool loads), rows partly or fully masked.
+#[test]
+fn masked_softmax_rows() {
+    for symbolic in [false, true] {
+        for &w in &SIZES {
+            let rows = 6;
+            let mut g = Graph::new();
+            let d = dims("n", (!symbolic).then_some(w));
+            let x = input(&mut g, "x", DType::F32, &d);
+            let m = input(&mut g, "m", DType::Bool, &d);
+            let scale = f32_const(&mut g, 0.125);
+            let xs = g.mul(x, scale).unwrap();
+            let ninf = f32_const(&mut g, f64::NEG_INFINITY);
+            let s = g.where_(m, ninf, xs).unwrap();
+            let mx = g.max(s, &[1], true).unwrap();
+            let dd = g.sub(s, mx).unwrap();
+            let e = g.exp(dd).unwrap();
+            let z = g.sum(e, &[1], true).unwrap();
+            let y = g.div(e, z).unwrap();
+            g.set_output("y", y).unwrap();
+            // Row r masks columns above r (causal), except row 0, which masks every other
+            // column; the last row masks nothing.
+            let mask: Vec<bool> = (0..rows * w)
+                .map(|i| {
+                    let (r, c) = (i / w, i % w);
+                    if r == 0 {
+                        c % 2 == 1
+                    } else {
+                        r < rows - 1 && c > r
+                    }
+                })
+                .collect();
+            let case = Case {
+                g: &g,
+                inputs: vec![
+                    ("x", row_inputs(rows, w, 41 + w as u64, false)),
+                    ("m", Tensor::from_vec(vec![rows, w], mask).unwrap()),
+                ],
+                params: vec![],
+            };
+            let label = format!("masked softmax w={w} symbolic={symbolic}");
+            let n = case.check(&label, &[Cmp::Scaled { tol: 1e-6, row: w }], &[false]);
+            if w >= 4 || symbolic {
+                assert!(n >= 3, "{label}: {n} loops vectorized");
+            }
+        }
+    }
+}
+
 /// The reductions themselves as outputs: f32 max (bit for bit, signed zeros and NaN
 /// included) and f64 sums of f32 terms (within 1e-5 of the sum of |terms|).
 #[test]

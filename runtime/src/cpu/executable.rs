@@ -4,6 +4,7 @@
 
 use super::bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
 use super::gemm::{derived_kernels, run_gemm, GemmError, GemmKernel};
+use super::profile::{self, Profile};
 use crate::weights::{WeightBytes, WeightTensor};
 use kiln_compiler::backend::cpu::matmul::plan_matmul;
 use kiln_compiler::backend::cpu::parallel::work_per_item;
@@ -135,6 +136,8 @@ pub struct CpuExecutable {
     unused: Vec<(&'static str, String, TensorType)>,
     /// Conditions on the symbol values, checked before every run ([`bounds`]).
     bounds: Vec<Bound>,
+    /// Per-kernel timings when `KILN_PROFILE=1` ([`super::profile`]).
+    profile: Option<Profile>,
 }
 
 /// A weight's bytes: owned, or shared with a (memory-mapped) file. Kernels never write
@@ -231,7 +234,23 @@ impl CpuExecutable {
             arena: AlignedBytes::default(),
             unused,
             bounds: bounds(&compiled.graph),
+            profile: profile::enabled().then(|| {
+                let names: Vec<String> = compiled
+                    .schedule
+                    .kernels
+                    .iter()
+                    .map(|k| format!("{} ({:?})", k.name, k.kind))
+                    .collect();
+                Profile::new(format!("a graph of {} kernels", names.len()), names)
+            }),
         })
+    }
+
+    /// Names this executable in its `KILN_PROFILE=1` report (printed when it is dropped).
+    pub fn set_profile_label(&mut self, label: &str) {
+        if let Some(p) = &mut self.profile {
+            p.set_label(label);
+        }
     }
 
     /// Number of worker threads.
@@ -599,7 +618,10 @@ impl CpuExecutable {
             // SAFETY: `ptrs` (one entry per buffer) outlives this call.
             let ptrs = unsafe { std::slice::from_raw_parts(ptrs.0, n) };
             for launch in &this.schedule.launches {
-                this.launch(launch, ptrs, b_ref)?;
+                match &this.profile {
+                    Some(p) => p.time(launch.kernel, || this.launch(launch, ptrs, b_ref))?,
+                    None => this.launch(launch, ptrs, b_ref)?,
+                }
             }
             Ok(())
         })?;

@@ -5,6 +5,7 @@ mod bytes;
 mod executable;
 mod gemm;
 mod gemm_nn;
+mod profile;
 
 pub use bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
 pub use executable::{CpuError, CpuExecutable, CpuOptions};

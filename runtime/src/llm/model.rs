@@ -106,9 +106,11 @@ impl CausalLm {
     ) -> Result<CausalLm, LmError> {
         let (capacity, vocab) = shape_of(&graphs.step)?;
         progress("compile prompt");
-        let prompt = build(&graphs.prompt, &weights, &options)?;
+        let mut prompt = build(&graphs.prompt, &weights, &options)?;
+        prompt.set_profile_label("prompt program");
         progress("compile step");
         let mut step = build(&graphs.step, &weights, &options)?;
+        step.set_profile_label("decode step program");
         progress("load");
         for (name, id) in graphs.step.states() {
             let ty = graphs.step.ty(id);

@@ -585,13 +585,15 @@ impl Analysis<'_> {
             } => {
                 let p = self.kernel.param(*buffer)?;
                 let ty = VTy::of(*dtype)?;
-                if p.dtype != *dtype || ty == VTy::Mask {
+                if p.dtype != *dtype {
                     return None;
                 }
                 let data = self.uses_data(index);
                 match self.stride(index)? {
+                    // Bools (one byte each) only as plain contiguous loads (a causal mask).
+                    1 if ty == VTy::Mask => (!guarded && !data).then_some(ty),
                     1 if !(guarded && data) => Some(ty),
-                    0 if !data => Some(ty),
+                    0 if !data && ty != VTy::Mask => Some(ty),
                     _ => None,
                 }
             }
@@ -1041,6 +1043,20 @@ impl<M: Module> Emitter<'_, '_, M> {
     }
 
     fn vload_at(&mut self, ty: VTy, addr: Value) -> VVal {
+        if ty == VTy::Mask {
+            // Four bool bytes (0 or 1) -> four i32 lanes of all ones or zero.
+            let word = self.b.ins().load(types::I32, vflags(), addr, 0);
+            let v = self.b.ins().scalar_to_vector(types::I32X4, word);
+            let bytes = self.b.ins().bitcast(
+                types::I8X16,
+                MemFlagsData::new().with_endianness(Endianness::Little),
+                v,
+            );
+            let halves = self.b.ins().uwiden_low(bytes);
+            let words = self.b.ins().uwiden_low(halves);
+            let mask = self.b.ins().ineg(words);
+            return VVal::one(ty, mask);
+        }
         let t = ty.part();
         let lo = self.b.ins().load(t, vflags(), addr, 0);
         if ty.parts() == 2 {
