@@ -14,7 +14,8 @@
 //!
 //! Layouts are "NT": both operands of a product are contiguous along the reduction axis `k`
 //! (an activation row and a weight row, as a linear layer stores them), and `C` is
-//! overwritten, never accumulated into.
+//! overwritten, never accumulated into. The one exception is [`gemm_nn_f32`], which reads a
+//! row-major `[k, n]` right operand in place (attention's `probs @ V` at decode).
 //!
 //! Compiled code calls the kernels by symbol name through the `extern "C"` wrappers in
 //! [`ffi`]; [`symbols`] lists them with their addresses for a JIT to register. The scalar
@@ -30,6 +31,7 @@ pub mod dispatch;
 pub mod dot_f32;
 pub mod ffi;
 pub mod gemm_f32;
+pub mod gemm_nn;
 pub mod portable;
 pub mod quant_dot;
 pub mod quant_dot_f32;
@@ -42,6 +44,7 @@ pub use dequant::dequantize_row;
 pub use dot_f32::dot_f32;
 pub use ffi::symbols;
 pub use gemm_f32::gemm_nt_f32;
+pub use gemm_nn::gemm_nn_f32;
 pub use kiln_ir::quant::QuantType;
 pub use quant_dot::{gemm_nt_q, vec_dot_q};
 pub use quant_dot_f32::{gemm_nt_qf32, vec_dot_qf32};

@@ -295,18 +295,30 @@ unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, lda: usize, out: *mut f32)
         let rows = MR.min(mc - i0);
         // SAFETY: panel i0 / 6 lies within `out` (caller contract).
         let dst = unsafe { out.add(i0 * kc) };
-        for r in 0..MR {
-            if r < rows {
-                // SAFETY: row i0 + r of the block has kc readable elements.
-                let src = unsafe { a.add((i0 + r) * lda) };
-                for p in 0..kc {
+        if rows == MR {
+            // Six read streams, one contiguous write stream (the panel in `p`, `r` order).
+            // SAFETY: rows i0..i0 + 6 of the block have kc readable elements each.
+            let src: [*const f32; MR] = std::array::from_fn(|r| unsafe { a.add((i0 + r) * lda) });
+            for p in 0..kc {
+                for (r, s) in src.iter().enumerate() {
                     // SAFETY: p < kc; destination inside the panel.
-                    unsafe { *dst.add(p * MR + r) = *src.add(p) };
+                    unsafe { *dst.add(p * MR + r) = *s.add(p) };
                 }
-            } else {
-                for p in 0..kc {
-                    // SAFETY: destination inside the panel.
-                    unsafe { *dst.add(p * MR + r) = 0.0 };
+            }
+        } else {
+            for r in 0..MR {
+                if r < rows {
+                    // SAFETY: row i0 + r of the block has kc readable elements.
+                    let src = unsafe { a.add((i0 + r) * lda) };
+                    for p in 0..kc {
+                        // SAFETY: p < kc; destination inside the panel.
+                        unsafe { *dst.add(p * MR + r) = *src.add(p) };
+                    }
+                } else {
+                    for p in 0..kc {
+                        // SAFETY: destination inside the panel.
+                        unsafe { *dst.add(p * MR + r) = 0.0 };
+                    }
                 }
             }
         }

@@ -12,7 +12,6 @@
 //! activations to 8 bits per block and use integer dots instead (`gemm_nt_q`, as llama.cpp
 //! does): about 0.4% RMS error per product, kept for comparison.
 
-use super::gemm_nn::gemm_nn_f32;
 use kiln_compiler::backend::cpu::matmul::{BOperand, MatmulPlan};
 use kiln_compiler::backend::cpu::JitKernel;
 use kiln_compiler::loop_ir::{BufferId, Kernel};
@@ -100,8 +99,8 @@ fn f32_route_rows(q: QuantType) -> i64 {
 }
 
 /// Below this many rows, a packed right operand that is row-major `[k, n]` in its buffer
-/// (`Phase::b_rows`) is read in place by [`gemm_nn_f32`] instead of being transposed into a
-/// panel for every task.
+/// (`Phase::b_rows`) is read in place by [`mk::gemm_nn_f32`] instead of being transposed
+/// into a panel for every task.
 const NN_MAX_ROWS: i64 = 16;
 
 /// Whether the few-row route of block-quantized weights quantizes the activations to 8
@@ -118,6 +117,9 @@ const ROW_BLOCK: i64 = 96;
 /// times per weight row; measured 200 -> 257 tok/s on SmolLM2 pp512 at 2 threads). Tasks then
 /// split the columns finer for parallelism.
 const QUANT_ROW_BLOCK: i64 = 768;
+/// From this many rows on, a product is "tall" and gets two tasks per thread instead of
+/// four.
+const TALL_ROWS: i64 = 64;
 /// Columns per task when there is enough parallelism over rows and batches (the
 /// micro-kernel's own column block).
 const COL_BLOCK: i64 = 1024;
@@ -195,7 +197,11 @@ pub(crate) fn run_gemm(
     });
     let row_blocks = (rows + mb - 1) / mb;
     let outer = nbatch * row_blocks;
-    let want = 4 * threads as i64;
+    // Enough tasks to balance the threads; each task packs its rows of A again, so tall
+    // products (prefill) take fewer, wider tasks (measured: SmolLM2 pp512 at 2 threads 308
+    // -> 355 tok/s with 2 instead of 4 tasks per thread; decode unchanged within noise).
+    let per_thread = if rows >= TALL_ROWS { 2 } else { 4 };
+    let want = per_thread * threads as i64;
     let nb = if outer >= want {
         COL_BLOCK.min(cols)
     } else {
@@ -289,7 +295,7 @@ pub(crate) fn run_gemm(
                         // operand for `kk < k` and its columns `c`, here `c0..c0 + cn`; the
                         // tile holds `rn * cn` f32.
                         unsafe {
-                            gemm_nn_f32(
+                            mk::gemm_nn_f32(
                                 rn as usize,
                                 cn as usize,
                                 k,

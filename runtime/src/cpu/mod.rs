@@ -4,7 +4,6 @@
 mod bytes;
 mod executable;
 mod gemm;
-mod gemm_nn;
 mod profile;
 
 pub use bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};

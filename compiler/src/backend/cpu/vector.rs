@@ -11,7 +11,9 @@
 //!
 //! - **Elementwise**: a `Parallel` loop whose body is `let`/`declare`/`store` statements.
 //!   Every store is contiguous in the loop variable (stride 1). Every load has stride 1
-//!   (a vector load) or stride 0 (loop-invariant: a broadcast scalar).
+//!   (a vector load) or stride 0 (loop-invariant: a broadcast scalar). Bool loads (one byte
+//!   per element: attention's causal mask) are vectorized only as plain stride-1 loads
+//!   outside `select` arms: four bytes widened into a lane mask.
 //! - **Reductions**: a `Reduction` loop whose body is `let`s then one
 //!   `acc = op(acc, term)` with `acc` declared outside: `add` on f64 (the row sums of
 //!   softmax, RMSNorm, LayerNorm: `add.f64(acc, cast.f64(<f32 expr>))`), on i64 or i32;

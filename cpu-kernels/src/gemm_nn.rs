@@ -1,7 +1,6 @@
 //! Products of few rows in the "NN" layout, `C = A · B` with `B` read in place as row-major
-//! `[k, n]` (rows along `k` at stride `ldb`): the matmul runner's path for a right operand
-//! that is contiguous along the columns ([`kiln_compiler::backend::cpu::matmul::Phase`]'s
-//! `b_rows`), such as attention's `probs @ V` at decode, which would otherwise be transposed
+//! `[k, n]` (rows along `k` at stride `ldb`): the CPU runtime's path for a right operand
+//! that is contiguous along the columns (the compiler's matmul plan `Phase::b_rows`), such as attention's `probs @ V` at decode, which would otherwise be transposed
 //! into a packed panel for every query head and step. Each row of `C` is a sum of scaled
 //! rows of `B` (an AXPY per `k`), accumulated in registers over one block of columns.
 
@@ -14,7 +13,7 @@
 /// `kk < k` of `n` f32 at stride `ldb`, and `c` valid for writing rows `i < m` of `n` f32 at
 /// stride `ldc`, not overlapping `A` or `B`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_nn_f32(
+pub unsafe fn gemm_nn_f32(
     m: usize,
     n: usize,
     k: usize,
@@ -26,7 +25,7 @@ pub(crate) unsafe fn gemm_nn_f32(
     ldc: usize,
 ) {
     #[cfg(target_arch = "x86_64")]
-    if kiln_cpu_kernels::dispatch::isa() == kiln_cpu_kernels::dispatch::Isa::Avx2Fma {
+    if crate::dispatch::isa() == crate::dispatch::Isa::Avx2Fma {
         // SAFETY: AVX2 and FMA were detected; the pointer contract is the caller's.
         unsafe { avx2::gemm_nn(m, n, k, a, lda, b, ldb, c, ldc) };
         return;
