@@ -229,7 +229,7 @@ fn qmatvec(c: &mut Criterion) {
             let mut exe = executable(&g, &[("w", wt)], threads);
             let x = Tensor::from_vec(vec![1, k], rand(k, 5)).unwrap();
             // The few-row route the runtime takes (see `runtime/src/cpu/gemm.rs`).
-            let route = if std::env::var("KILN_Q8_ACTIVATIONS").is_ok_and(|v| v == "1") {
+            let route = if kiln_runtime::cpu::q8_activations() {
                 "-q8act"
             } else {
                 ""

@@ -193,19 +193,8 @@ fn quant_f32_matvec(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_millis(500));
     group.measurement_time(Duration::from_secs(2));
-    let types = [
-        QuantType::Q4_0,
-        QuantType::Q4_1,
-        QuantType::Q5_0,
-        QuantType::Q5_1,
-        QuantType::Q8_0,
-        QuantType::Q2_K,
-        QuantType::Q3_K,
-        QuantType::Q4_K,
-        QuantType::Q5_K,
-        QuantType::Q6_K,
-    ];
-    for w in types {
+    // Every weight type but Q8_K (an activation format: no GGUF weights use it).
+    for w in QuantType::ALL.into_iter().filter(|w| *w != QuantType::Q8_K) {
         for &(m, n, k) in &[
             (1usize, 1536usize, 576usize),
             (1, 576, 1536),

@@ -1,9 +1,10 @@
-//! `gemm_nt_f32` and `dot_f32` against a naive f64 reference, on odd shapes and strides.
+//! `gemm_nt_f32`, `gemm_nn_f32` and `dot_f32` against a naive f64 reference, on odd shapes
+//! and strides.
 
 mod common;
 
 use common::Rng;
-use kiln_cpu_kernels::{dot_f32, gemm_nt_f32, portable};
+use kiln_cpu_kernels::{dot_f32, gemm_nn_f32, gemm_nt_f32, portable};
 
 type Gemm = unsafe fn(usize, usize, usize, *const f32, usize, *const f32, usize, *mut f32, usize);
 
@@ -134,6 +135,60 @@ fn dot_matches_reference() {
                 (f64::from(got) - exact).abs() <= 1e-5 * mag + 1e-30,
                 "n={n}: {got} vs {exact}"
             );
+        }
+    }
+}
+
+/// `gemm_nn_f32` (B row-major `[k, n]`, read in place) against a plain f64 product, for
+/// every column-block size and tail (64, 32, 16, 8 columns and fewer), strides larger than
+/// the extents, and `k == 0`; the padding of `C` stays untouched.
+#[test]
+fn gemm_nn_matches_reference() {
+    let mut rng = Rng::new(1);
+    for (m, n, k) in [
+        (1, 64, 17),
+        (3, 127, 5),
+        (2, 7, 300),
+        (1, 200, 1),
+        (4, 40, 0),
+    ] {
+        let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+        let a = rng.vec(m * lda);
+        let b = rng.vec(k.max(1) * ldb);
+        let sentinel = 12345.0f32;
+        let mut c = vec![sentinel; m * ldc];
+        // SAFETY: the vectors hold every element the strides reach.
+        unsafe {
+            gemm_nn_f32(
+                m,
+                n,
+                k,
+                a.as_ptr(),
+                lda,
+                b.as_ptr(),
+                ldb,
+                c.as_mut_ptr(),
+                ldc,
+            )
+        };
+        for i in 0..m {
+            for j in 0..ldc {
+                let got = c[i * ldc + j];
+                if j >= n {
+                    assert_eq!(got, sentinel, "padding of C written at ({i}, {j})");
+                    continue;
+                }
+                let (mut want, mut mag) = (0.0f64, 0.0f64);
+                for kk in 0..k {
+                    let prod = f64::from(a[i * lda + kk]) * f64::from(b[kk * ldb + j]);
+                    want += prod;
+                    mag += prod.abs();
+                }
+                assert!(
+                    (f64::from(got) - want).abs() <= k as f64 * f64::from(f32::EPSILON) * mag,
+                    "m={m} n={n} k={k} [{i},{j}]: {got} vs {want}"
+                );
+            }
         }
     }
 }

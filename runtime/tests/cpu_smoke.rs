@@ -106,7 +106,7 @@ fn quantized_weight_matmul() {
             // for few rows, of dequantized weight panels for many); with
             // KILN_Q8_ACTIVATIONS=1 few rows quantize the activations to 8 bits (about 0.4%
             // RMS).
-            let q8 = m < 16 && std::env::var("KILN_Q8_ACTIVATIONS").is_ok_and(|v| v == "1");
+            let q8 = m < 16 && kiln_runtime::cpu::q8_activations();
             let err: f64 = want.iter().zip(&got).map(|(a, b)| (a - b) * (a - b)).sum();
             let norm: f64 = want.iter().map(|a| a * a).sum();
             let rel_rms = (err / norm.max(1e-300)).sqrt();

@@ -4,7 +4,8 @@
 
 use super::bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
 use super::gemm::{derived_kernels, run_gemm, GemmError, GemmKernel};
-use super::profile::{self, Profile};
+use super::profile::Profile;
+use super::switches;
 use crate::weights::{WeightBytes, WeightTensor};
 use kiln_compiler::backend::cpu::matmul::plan_matmul;
 use kiln_compiler::backend::cpu::parallel::work_per_item;
@@ -234,7 +235,7 @@ impl CpuExecutable {
             arena: AlignedBytes::default(),
             unused,
             bounds: bounds(&compiled.graph),
-            profile: profile::enabled().then(|| {
+            profile: switches::profile().then(|| {
                 let names: Vec<String> = compiled
                     .schedule
                     .kernels

@@ -12,6 +12,7 @@
 //! activations to 8 bits per block and use integer dots instead (`gemm_nt_q`, as llama.cpp
 //! does): about 0.4% RMS error per product, kept for comparison.
 
+use super::switches::q8_activations;
 use kiln_compiler::backend::cpu::matmul::{BOperand, MatmulPlan};
 use kiln_compiler::backend::cpu::JitKernel;
 use kiln_compiler::loop_ir::{BufferId, Kernel};
@@ -102,13 +103,6 @@ fn f32_route_rows(q: QuantType) -> i64 {
 /// (`Phase::b_rows`) is read in place by [`mk::gemm_nn_f32`] instead of being transposed
 /// into a panel for every task.
 const NN_MAX_ROWS: i64 = 16;
-
-/// Whether the few-row route of block-quantized weights quantizes the activations to 8
-/// bits (`KILN_Q8_ACTIVATIONS=1`; see the module docs).
-fn q8_activations() -> bool {
-    static Q8: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *Q8.get_or_init(|| std::env::var("KILN_Q8_ACTIVATIONS").is_ok_and(|v| v == "1"))
-}
 
 /// Rows per task (a multiple of the f32 micro-kernel's 6-row panels).
 const ROW_BLOCK: i64 = 96;
@@ -338,13 +332,23 @@ pub(crate) fn run_gemm(
                         let (base, ld) = (base.eval(&bb)?, ld.eval(&bb)?);
                         let i = param_index(*buffer).expect("a direct operand is a parameter");
                         let buf = args[i].0;
+                        // A block-quantized weight: the byte offset of the task's first
+                        // weight row and the bytes between rows (block alignment of base,
+                        // ld and k was proven by the plan).
+                        let (first, w_stride) = match dtype {
+                            DType::Quant(q) => {
+                                let (bs, bbytes) = (q.block_size() as i64, q.block_bytes() as i64);
+                                (
+                                    ((base + ld * c0) / bs * bbytes) as usize,
+                                    (ld / bs * bbytes) as usize,
+                                )
+                            }
+                            _ => (0, 0),
+                        };
                         match dtype {
                             DType::Quant(q) if rn >= f32_route_rows(*q) => {
                                 // Enough rows to amortize dequantizing the weight block:
                                 // f32 weights against the exact f32 activations.
-                                let (bs, bbytes) = (q.block_size() as i64, q.block_bytes() as i64);
-                                let w_stride = (ld / bs * bbytes) as usize;
-                                let first = ((base + ld * c0) / bs * bbytes) as usize;
                                 pb.resize(cn as usize * k, 0.0);
                                 for j in 0..cn as usize {
                                     // SAFETY: weight row `c0 + j` is `k` elements of whole
@@ -376,11 +380,8 @@ pub(crate) fn run_gemm(
                             DType::Quant(q) if !q8_activations() => {
                                 // Few rows (decode): the f32 activations against the
                                 // quantized blocks, fused.
-                                let (bs, bbytes) = (q.block_size() as i64, q.block_bytes() as i64);
-                                let first = (base + ld * c0) / bs * bbytes;
                                 // SAFETY: the kernel reads rows `r0..r0 + rn` of A (`k`
-                                // f32 each) and the weight rows' blocks (block alignment
-                                // of base, ld and k was proven by the plan).
+                                // f32 each) and the weight rows' blocks.
                                 unsafe {
                                     mk::gemm_nt_qf32(
                                         *q,
@@ -389,8 +390,8 @@ pub(crate) fn run_gemm(
                                         k,
                                         a_ptr,
                                         lda,
-                                        buf.add(first as usize),
-                                        (ld / bs * bbytes) as usize,
+                                        buf.add(first),
+                                        w_stride,
                                         tile,
                                         cn as usize,
                                     )
@@ -400,7 +401,6 @@ pub(crate) fn run_gemm(
                                 // Few rows, `KILN_Q8_ACTIVATIONS=1`: integer dots against
                                 // activations quantized to 8 bits per block, as llama.cpp
                                 // does.
-                                let (bs, bbytes) = (q.block_size() as i64, q.block_bytes() as i64);
                                 let at = mk::activation_type(*q);
                                 let a_stride = at.bytes_for(k).unwrap_or(0);
                                 qa.resize(a_stride * rn as usize, 0);
@@ -415,9 +415,7 @@ pub(crate) fn run_gemm(
                                         &mut qa[r * a_stride..(r + 1) * a_stride],
                                     );
                                 }
-                                let first = (base + ld * c0) / bs * bbytes;
-                                // SAFETY: the kernel reads these blocks (checked sizes);
-                                // block alignment of base, ld and k was proven by the plan.
+                                // SAFETY: the kernel reads these blocks (checked sizes).
                                 unsafe {
                                     mk::gemm_nt_q(
                                         *q,
@@ -426,8 +424,8 @@ pub(crate) fn run_gemm(
                                         k,
                                         qa.as_ptr(),
                                         a_stride,
-                                        buf.add(first as usize),
-                                        (ld / bs * bbytes) as usize,
+                                        buf.add(first),
+                                        w_stride,
                                         tile,
                                         cn as usize,
                                     )

@@ -5,6 +5,8 @@ mod bytes;
 mod executable;
 mod gemm;
 mod profile;
+mod switches;
 
 pub use bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
 pub use executable::{CpuError, CpuExecutable, CpuOptions};
+pub use switches::q8_activations;

@@ -1,18 +1,13 @@
 //! Per-kernel wall-clock profile of a CPU executable, switched on by the environment
-//! variable `KILN_PROFILE=1` (read once per process). Each executable accumulates the time
-//! and count of every launch and prints a table to stderr when it is dropped: kernels
-//! grouped by the op they were lowered from (`k12_matmul` -> `matmul`), largest total
-//! first, so a slow model shows where its time goes without an external profiler (the
-//! JIT-compiled code has no symbols for `perf`).
+//! variable `KILN_PROFILE=1` ([`super::switches::profile`]). Each executable accumulates
+//! the time and count of every launch and prints a table to stderr when it is dropped:
+//! kernels grouped by their name without the `kN_` prefix (the executable names them
+//! `k12_matmul (MatMul)`: the op they were lowered from and their kind), largest total
+//! first. It answers "which kind of kernel takes the time" without an external profiler;
+//! `perf` resolves the JIT code's symbols (`kiln_k12_matmul_12`) for a finer view.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// Whether `KILN_PROFILE=1` is set.
-pub(crate) fn enabled() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("KILN_PROFILE").is_ok_and(|v| v == "1"))
-}
 
 /// Launch counts and times, per kernel index.
 pub(crate) struct Profile {

@@ -216,11 +216,9 @@ fn accum_rel(dt: DType) -> f64 {
 pub const QUANTIZED_ACTIVATION_REL: f64 = 1.0 / 64.0;
 
 /// Whether the backend under test quantizes the activations of few-row products with
-/// block-quantized weights to 8 bits (`KILN_Q8_ACTIVATIONS=1`, the runtime's switch; read
-/// the same way). Otherwise those products are exact to f32 rounding.
-pub fn q8_activations() -> bool {
-    std::env::var("KILN_Q8_ACTIVATIONS").is_ok_and(|v| v == "1")
-}
+/// block-quantized weights to 8 bits (the runtime's `KILN_Q8_ACTIVATIONS=1` switch).
+/// Otherwise those products are exact to f32 rounding.
+pub use kiln_runtime::cpu::q8_activations;
 
 /// The same value, bit for bit (floats: NaN matches NaN, zeros by sign).
 fn same_float(g: f64, w: f64) -> bool {
