@@ -293,6 +293,57 @@ fn softmax_is_one_kernel() {
     insta::assert_snapshot!("softmax_kernel", s.kernels[0].to_string());
 }
 
+/// The CPU backend's phase-value reuse (`loop_ir::reuse`): the softmax kernel's sum phase
+/// stores its exps into the output row and the normalizing loop reads them back (one `exp`
+/// per element), with bit-identical results on the loop-IR evaluator; an RMSNorm, whose
+/// shared value (`x`) is a plain load, is left alone.
+#[test]
+fn softmax_sum_phase_stores_its_exps_for_the_normalizing_loop() {
+    use kiln_compiler::loop_ir::reuse::forward_phase_values;
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, Shape::new([Dim::from("n"), Dim::from(7)]))
+        .unwrap();
+    let y = softmax(&mut g, x);
+    g.set_output("y", y).unwrap();
+    let s = schedule(&g).unwrap();
+    let reused = forward_phase_values(&s.kernels[0]).expect("the exp is reused");
+    let text = reused.to_string();
+    assert_eq!(text.matches("exp.").count(), 1, "{text}");
+    insta::assert_snapshot!("softmax_kernel_reused", text);
+    let mut s2 = s.clone();
+    s2.kernels[0] = reused;
+    for n in SIZES {
+        let mut rng = Rng(17);
+        let feeds = Feeds::new().input("x", t(vec![n, 7], rng.f32s(n * 7)));
+        let (a, _) = run_schedule(&s, &feeds).unwrap();
+        let (b, _) = run_schedule(&s2, &feeds).unwrap();
+        let bits = |o: &[(String, Tensor)]| -> Vec<u32> {
+            o[0].1
+                .as_slice::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        assert_eq!(bits(&a), bits(&b), "n = {n}");
+    }
+
+    let mut g = Graph::new();
+    let x = g
+        .input("x", DType::F32, Shape::new([Dim::from("n"), Dim::from(8)]))
+        .unwrap();
+    let w = g
+        .param("w", DType::F32, Shape::new([Dim::from(8)]))
+        .unwrap();
+    let y = rms_norm(&mut g, x, w, 8);
+    g.set_output("y", y).unwrap();
+    let s = schedule(&g).unwrap();
+    for k in &s.kernels {
+        assert!(forward_phase_values(k).is_none(), "{k}");
+    }
+}
+
 /// Softmax as attention computes it: a leading batch axis of extent 1 (a broadcast of the
 /// row max reads it at index 0, the row loop at its variable), the fully-masked-row guard
 /// `where(max == -inf, 0, max)` using the max twice, and the sum guarded the same way.

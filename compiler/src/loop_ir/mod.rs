@@ -40,6 +40,7 @@ mod display;
 pub mod eval;
 pub mod heuristic;
 mod in_place;
+pub mod reuse;
 
 use kiln_ir::{BinaryOp, DType, Dim, QuantType, Scalar, UnaryOp};
 

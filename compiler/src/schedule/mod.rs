@@ -40,7 +40,9 @@
 //! all of one width (a merged projection sliced apart again), is computed over a row of that
 //! width, one contraction phase per slice start reading columns `start + j`: the merged
 //! SwiGLU `silu(m[.., 0:I]) * m[.., I:2I]` is again one kernel storing `I` columns.
-//! Elementwise parts used by several phases are recomputed per phase.
+//! Elementwise parts used by several phases are recomputed per phase in the loop IR; a
+//! backend may store a costly one in the phase that first computes it and read it back later
+//! (`crate::loop_ir::reuse`, which the CPU backend applies: a softmax's exps).
 //!
 //! # State updates in place
 //!

@@ -79,12 +79,23 @@ pub fn kernel_signature<M: Module>(module: &M) -> Signature {
     sig
 }
 
+/// `kernel` as the CPU backend emits it: a later phase of a row kernel reads back the
+/// values an earlier reduction phase stored instead of recomputing them
+/// ([`crate::loop_ir::reuse`]; a softmax computes each `exp` once).
+pub fn cpu_form(kernel: &Kernel) -> std::borrow::Cow<'_, Kernel> {
+    match crate::loop_ir::reuse::forward_phase_values(kernel) {
+        Some(k) => std::borrow::Cow::Owned(k),
+        None => std::borrow::Cow::Borrowed(kernel),
+    }
+}
+
 /// Declares and defines `kernel` in `module` as an exported function named `symbol`.
 pub fn define_kernel<M: Module>(
     module: &mut M,
     kernel: &Kernel,
     symbol: &str,
 ) -> Result<FuncId, CodegenError> {
+    let kernel = &*cpu_form(kernel);
     let cl_err = |message: String| CodegenError::Cranelift {
         kernel: kernel.name.clone(),
         message,

@@ -17,7 +17,9 @@
 //! - **Reductions**: a `Reduction` loop whose body is `let`s then one
 //!   `acc = op(acc, term)` with `acc` declared outside: `add` on f64 (the row sums of
 //!   softmax, RMSNorm, LayerNorm: `add.f64(acc, cast.f64(<f32 expr>))`), on i64 or i32;
-//!   `max`/`min` on f32, f64, i32, i64.
+//!   `max`/`min` on f32, f64, i32, i64. A sum may also store (contiguously, values that do
+//!   not read the accumulator): softmax's sum phase stores its exps for the normalizing loop
+//!   ([`crate::loop_ir::reuse`]).
 //!
 //! # Values
 //!
@@ -42,7 +44,9 @@
 //! `min`/`max` use the interpreter's rule (NaN if either operand is NaN, else the first
 //! operand on ties) through compares and selects; `rsqrt` is `1 / sqrt` in f64 rounded once;
 //! `exp` and `tanh` of f32 values run [`math`]'s f64 algorithms on `f64x2` halves (the same
-//! operations as the scalar code, so within 1 ulp of the interpreter like it).
+//! operations as the scalar code, so within 1 ulp of the interpreter like it); a vector of
+//! `exp` arguments all below the algorithm's lower clamp (masked attention scores, -inf)
+//! skips the polynomial and gives the +0 it would have computed.
 //!
 //! Reductions are the exception: vector accumulators (per lane, [`GROUPS`] x 4 lanes) are
 //! combined at the end, so an **f64 sum adds its terms in another order** than the
@@ -119,6 +123,7 @@ pub fn enabled() -> bool {
 
 /// How many loops of `kernel` the code generator vectorizes (see the module docs).
 pub fn vectorized_loops(kernel: &Kernel) -> usize {
+    let kernel = &*super::cpu_form(kernel);
     let nest = parallel_nest(kernel);
     let mut data = HashSet::new();
     match nest.last() {
@@ -156,6 +161,7 @@ fn count(kernel: &Kernel, body: &[Stmt], data: &mut HashSet<String>) -> usize {
 /// The Cranelift IR text of `kernel`'s function before optimization, for the host target
 /// (for tests and inspection).
 pub fn clif_text(kernel: &Kernel) -> Result<String, CodegenError> {
+    let kernel = &*super::cpu_form(kernel);
     let err = |message: String| CodegenError::Cranelift {
         kernel: kernel.name.clone(),
         message,
@@ -391,8 +397,10 @@ pub(super) fn plan<'k>(
             };
             let mut term_refs = HashSet::new();
             refs_of(term, &mut term_refs);
+            // Stores beside a sum (a softmax row storing its exps) are fine; beside a float
+            // min/max they could be repeated by the scalar recomputation at a zero result.
             if !ok
-                || !an.stores.is_empty()
+                || (!an.stores.is_empty() && *op != BinaryOp::Add)
                 || refs.contains(acc)
                 || term_refs.contains(acc)
                 || an.locals.contains_key(acc)
@@ -1394,7 +1402,10 @@ impl<M: Module> Emitter<'_, '_, M> {
         if !unary_ok(op, ty) || VTy::of(d) != Some(ty) {
             return Err(self.unsupported(format!("vector {} on {d}", op.name())));
         }
-        if ty == VTy::F32 && matches!(op, UnaryOp::Rsqrt | UnaryOp::Exp | UnaryOp::Tanh) {
+        if ty == VTy::F32 && op == UnaryOp::Exp {
+            return Ok(VVal::one(ty, self.exp_f32x4(v.p[0])));
+        }
+        if ty == VTy::F32 && matches!(op, UnaryOp::Rsqrt | UnaryOp::Tanh) {
             // In f64 on two halves, rounded once (the scalar code's operations).
             let (lo, hi) = self.widen_f32(v.p[0]);
             let f = |e: &mut Self, x: Value| match op {
@@ -1403,7 +1414,6 @@ impl<M: Module> Emitter<'_, '_, M> {
                     let one = e.splat_f64(1.0);
                     e.b.ins().fdiv(one, s)
                 }
-                UnaryOp::Exp => math::exp_f64x2_for_f32(&mut e.b, x),
                 _ => math::tanh_f64x2_for_f32(&mut e.b, x),
             };
             let lo = f(self, lo);
@@ -1449,6 +1459,30 @@ impl<M: Module> Emitter<'_, '_, M> {
                 }
             }
         }))
+    }
+
+    /// `exp` of four f32-held lanes: [`math`]'s f64 algorithm on two halves, rounded once.
+    /// When every lane is below the algorithm's lower clamp (-110, where every f32-held
+    /// format rounds `exp` to +0: masked attention scores are -inf), the polynomial is
+    /// skipped and the result is +0 in every lane, the value it would have computed.
+    fn exp_f32x4(&mut self, x: Value) -> Value {
+        let floor = self.splat_f32(math::EXP_F32_ZERO_BELOW as f32);
+        let under = self.b.ins().fcmp(FloatCC::LessThan, x, floor);
+        let all_under = self.b.ins().vall_true(under);
+        let (full, join) = (self.b.create_block(), self.b.create_block());
+        let r = self.b.append_block_param(join, types::F32X4);
+        let zero = self.splat_f32(0.0);
+        self.b
+            .ins()
+            .brif(all_under, join, &[zero.into()], full, &[]);
+        self.b.switch_to_block(full);
+        let (lo, hi) = self.widen_f32(x);
+        let lo = math::exp_f64x2_for_f32(&mut self.b, lo);
+        let hi = math::exp_f64x2_for_f32(&mut self.b, hi);
+        let e = self.narrow_f64(lo, hi);
+        self.b.ins().jump(join, &[e.into()]);
+        self.b.switch_to_block(join);
+        r
     }
 
     fn float_splat(&mut self, t: Type, v: f64) -> Value {
