@@ -1,6 +1,7 @@
 //! Runs a compiled graph on the CPU: JIT-compiled kernels, weights loaded once, one arena for
 //! the intermediates (the memory plan's offsets, resolved per set of symbol values),
-//! persistent state buffers, and parallel loops split across a thread pool.
+//! persistent state buffers, and parallel loops split across a team of spinning threads
+//! (`team.rs`).
 
 use super::bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
 use super::gemm::{derived_kernels, run_gemm, GemmError, GemmKernel};
@@ -123,7 +124,7 @@ pub struct CpuExecutable {
     /// False: every kernel runs as its one generated function (see
     /// [`CpuExecutable::use_microkernels`]).
     microkernels: bool,
-    pool: rayon::ThreadPool,
+    team: std::sync::Arc<super::team::Team>,
     threads: usize,
     /// Params, constants and load-time results, by buffer.
     weights: HashMap<BufferId, Weight>,
@@ -192,11 +193,7 @@ impl CpuExecutable {
         } else {
             options.threads
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .thread_name(|i| format!("kiln-cpu-{i}"))
-            .build()
-            .map_err(|e| CpuError::Threads(e.to_string()))?;
+        let team = super::team::Team::get(threads).map_err(|e| CpuError::Threads(e.to_string()))?;
         let mut weights = HashMap::new();
         for b in &compiled.schedule.buffers {
             if let BufferKind::Constant(t) = &b.kind {
@@ -227,7 +224,7 @@ impl CpuExecutable {
             kernels,
             gemms,
             microkernels: true,
-            pool,
+            team,
             threads,
             weights,
             derived_ready: false,
@@ -607,25 +604,14 @@ impl CpuExecutable {
                 *slot = (s.as_mut_ptr(), s.len());
             }
         }
-        // The launches run on a worker of the pool: each parallel launch then splits there
-        // (the calling thread takes part and the other workers steal), instead of this
-        // thread injecting every launch into the pool and sleeping until it is done.
-        let ptrs = SendPtr(ptrs.as_ptr());
-        let n = self.schedule.buffers.len();
-        let this = &*self;
-        let b_ref = &b;
-        self.pool.install(move || -> Result<(), CpuError> {
-            let ptrs = ptrs;
-            // SAFETY: `ptrs` (one entry per buffer) outlives this call.
-            let ptrs = unsafe { std::slice::from_raw_parts(ptrs.0, n) };
-            for launch in &this.schedule.launches {
-                match &this.profile {
-                    Some(p) => p.time(launch.kernel, || this.launch(launch, ptrs, b_ref))?,
-                    None => this.launch(launch, ptrs, b_ref)?,
-                }
+        // Parallel launches split across the team here; its workers spin between them.
+        let ptrs = &ptrs[..];
+        for launch in &self.schedule.launches {
+            match &self.profile {
+                Some(p) => p.time(launch.kernel, || self.launch(launch, ptrs, &b))?,
+                None => self.launch(launch, ptrs, &b)?,
             }
-            Ok(())
-        })?;
+        }
         let mut result = Vec::new();
         for (name, id) in &self.schedule.outputs {
             result.push((name.clone(), self.fetch(*id, &outputs, &b)?));
@@ -735,16 +721,7 @@ impl CpuExecutable {
             .filter(|_| self.microkernels)
         {
             let with_len: Vec<(*mut u8, usize)> = args.iter().map(|&p| (p, 0)).collect();
-            return run_gemm(
-                g,
-                kernel,
-                &with_len,
-                &syms,
-                b,
-                Some(&self.pool),
-                self.threads,
-            )
-            .map_err(|e| match e {
+            return run_gemm(g, kernel, &with_len, &syms, b, &self.team).map_err(|e| match e {
                 GemmError::Dim(d) => CpuError::Dim(d),
                 GemmError::Index => CpuError::IndexOutOfRange {
                     kernel: kernel.name.clone(),
@@ -772,22 +749,18 @@ impl CpuExecutable {
             unsafe { entry(a.0, s.0, 0, total, &mut status) };
             status
         } else {
-            use rayon::prelude::*;
-            self.pool.install(|| {
-                (0..chunks)
-                    .into_par_iter()
-                    .map(|c| {
-                        let (lo, hi) = (total * c / chunks, total * (c + 1) / chunks);
-                        let mut status = 0i64;
-                        let (a, s) = (a, s);
-                        // SAFETY: as above; chunks cover disjoint ranges of the parallel
-                        // nest, whose iterations write disjoint elements.
-                        unsafe { entry(a.0, s.0, lo, hi, &mut status) };
-                        status
-                    })
-                    .max()
-                    .unwrap_or(0)
-            })
+            let worst = std::sync::atomic::AtomicI64::new(0);
+            self.team.for_each(chunks as usize, &|c| {
+                let c = c as i64;
+                let (lo, hi) = (total * c / chunks, total * (c + 1) / chunks);
+                let mut status = 0i64;
+                let (a, s) = (a, s);
+                // SAFETY: as above; chunks cover disjoint ranges of the parallel nest, whose
+                // iterations write disjoint elements.
+                unsafe { entry(a.0, s.0, lo, hi, &mut status) };
+                worst.fetch_max(status, std::sync::atomic::Ordering::Relaxed);
+            });
+            worst.into_inner()
         };
         if status != 0 {
             return Err(CpuError::IndexOutOfRange {

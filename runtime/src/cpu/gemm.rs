@@ -13,6 +13,7 @@
 //! does): about 0.4% RMS error per product, kept for comparison.
 
 use super::switches::q8_activations;
+use super::team::Team;
 use kiln_compiler::backend::cpu::matmul::{BOperand, MatmulPlan};
 use kiln_compiler::backend::cpu::JitKernel;
 use kiln_compiler::loop_ir::{BufferId, Kernel};
@@ -156,10 +157,10 @@ pub(crate) fn run_gemm(
     args: &[(*mut u8, usize)],
     syms: &[i64],
     b: &Bindings,
-    pool: Option<&rayon::ThreadPool>,
-    threads: usize,
+    team: &Team,
 ) -> Result<(), GemmError> {
     let plan = &g.plan;
+    let threads = team.threads();
     let batch: Vec<i64> = plan
         .batch
         .iter()
@@ -463,23 +464,30 @@ pub(crate) fn run_gemm(
         })?;
         Ok(status)
     };
-    let status = match pool {
-        Some(pool) if threads > 1 && tasks > 1 && flops >= 1 << 16 => {
-            use rayon::prelude::*;
-            pool.install(|| {
-                (0..tasks)
-                    .into_par_iter()
-                    .map(task)
-                    .try_reduce(|| 0, |a, b| Ok(a.max(b)))
-            })?
-        }
-        _ => {
-            let mut st = 0;
-            for t in 0..tasks {
-                st = st.max(task(t)?);
+    let status = if threads > 1 && tasks > 1 && flops >= 1 << 16 {
+        let worst = std::sync::atomic::AtomicI64::new(0);
+        let failed: std::sync::Mutex<Option<GemmError>> = std::sync::Mutex::new(None);
+        team.for_each(tasks as usize, &|t| match task(t as i64) {
+            Ok(s) => {
+                worst.fetch_max(s, std::sync::atomic::Ordering::Relaxed);
             }
-            st
+            Err(e) => {
+                failed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
+            }
+        });
+        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
         }
+        worst.into_inner()
+    } else {
+        let mut st = 0;
+        for t in 0..tasks {
+            st = st.max(task(t)?);
+        }
+        st
     };
     if status != 0 {
         return Err(GemmError::Index);

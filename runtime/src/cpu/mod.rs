@@ -1,11 +1,13 @@
 //! The `cpu` device: kernels compiled to native code by the Cranelift backend
-//! ([`kiln_compiler::backend::cpu`]), run over host memory on a thread pool.
+//! ([`kiln_compiler::backend::cpu`]), run over host memory by a team of spinning threads
+//! (`team.rs`).
 
 mod bytes;
 mod executable;
 mod gemm;
 mod profile;
 mod switches;
+mod team;
 
 pub use bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
 pub use executable::{CpuError, CpuExecutable, CpuOptions};
