@@ -10,16 +10,39 @@ type Gemm = unsafe fn(usize, usize, usize, *const f32, usize, *const f32, usize,
 
 const SIZES: [usize; 16] = [1, 2, 3, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 65, 100, 257];
 
+/// How `B` is laid out: `[n, k]` rows (`C = A · Bᵀ`, `gemm_nt_f32`) or `[k, n]` rows
+/// (`C = A · B`, `gemm_nn_f32`).
+#[derive(Clone, Copy)]
+enum BLayout {
+    Nt,
+    Nn,
+}
+
 /// Runs `gemm` on one random problem and checks every output (and that the padding of `C`
 /// is untouched).
 fn check(gemm: Gemm, rng: &mut Rng, m: usize, n: usize, k: usize, pad: bool) {
-    let (lda, ldb, ldc) = if pad {
+    let strides = if pad {
         (k + 3, k + 5, n + 7)
     } else {
         (k, k, n)
     };
+    check_strided(gemm, BLayout::Nt, rng, (m, n, k), strides);
+}
+
+/// [`check`] with explicit strides `(lda, ldb, ldc)` and `B`'s layout. The error bound is
+/// `1e-5` of the sum of `|terms|` for `Nt`, `k` f32 epsilons of it for `Nn`.
+fn check_strided(
+    gemm: Gemm,
+    layout: BLayout,
+    rng: &mut Rng,
+    (m, n, k): (usize, usize, usize),
+    (lda, ldb, ldc): (usize, usize, usize),
+) {
     let a = rng.vec(m * lda);
-    let b = rng.vec(n * ldb);
+    let b = rng.vec(match layout {
+        BLayout::Nt => n * ldb,
+        BLayout::Nn => k.max(1) * ldb,
+    });
     let sentinel = 12345.0f32;
     let mut c = vec![sentinel; m * ldc];
     // SAFETY: the buffers have the shapes the strides describe.
@@ -45,14 +68,22 @@ fn check(gemm: Gemm, rng: &mut Rng, m: usize, n: usize, k: usize, pad: bool) {
             }
             let (mut exact, mut mag) = (0.0f64, 0.0f64);
             for p in 0..k {
-                let prod = f64::from(a[i * lda + p]) * f64::from(b[j * ldb + p]);
+                let bv = match layout {
+                    BLayout::Nt => b[j * ldb + p],
+                    BLayout::Nn => b[p * ldb + j],
+                };
+                let prod = f64::from(a[i * lda + p]) * f64::from(bv);
                 exact += prod;
                 mag += prod.abs();
             }
             let err = (f64::from(got) - exact).abs();
+            let bound = match layout {
+                BLayout::Nt => 1e-5 * mag + 1e-30,
+                BLayout::Nn => k as f64 * f64::from(f32::EPSILON) * mag,
+            };
             assert!(
-                err <= 1e-5 * mag + 1e-30,
-                "m={m} n={n} k={k} pad={pad}: C[{i}][{j}] = {got}, expected {exact} (err {err}, mag {mag})"
+                err <= bound,
+                "m={m} n={n} k={k} strides=({lda}, {ldb}, {ldc}): C[{i}][{j}] = {got}, expected {exact} (err {err}, mag {mag})"
             );
         }
     }
@@ -152,43 +183,7 @@ fn gemm_nn_matches_reference() {
         (1, 200, 1),
         (4, 40, 0),
     ] {
-        let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
-        let a = rng.vec(m * lda);
-        let b = rng.vec(k.max(1) * ldb);
-        let sentinel = 12345.0f32;
-        let mut c = vec![sentinel; m * ldc];
-        // SAFETY: the vectors hold every element the strides reach.
-        unsafe {
-            gemm_nn_f32(
-                m,
-                n,
-                k,
-                a.as_ptr(),
-                lda,
-                b.as_ptr(),
-                ldb,
-                c.as_mut_ptr(),
-                ldc,
-            )
-        };
-        for i in 0..m {
-            for j in 0..ldc {
-                let got = c[i * ldc + j];
-                if j >= n {
-                    assert_eq!(got, sentinel, "padding of C written at ({i}, {j})");
-                    continue;
-                }
-                let (mut want, mut mag) = (0.0f64, 0.0f64);
-                for kk in 0..k {
-                    let prod = f64::from(a[i * lda + kk]) * f64::from(b[kk * ldb + j]);
-                    want += prod;
-                    mag += prod.abs();
-                }
-                assert!(
-                    (f64::from(got) - want).abs() <= k as f64 * f64::from(f32::EPSILON) * mag,
-                    "m={m} n={n} k={k} [{i},{j}]: {got} vs {want}"
-                );
-            }
-        }
+        let strides = (k + 3, n + 5, n + 2);
+        check_strided(gemm_nn_f32, BLayout::Nn, &mut rng, (m, n, k), strides);
     }
 }

@@ -42,7 +42,8 @@ impl Kernel {
     }
 }
 
-fn collect_stores(stmts: &[Stmt], out: &mut Vec<(BufferId, Dim)>) {
+/// Every store of `stmts` (nested loops and `if`s included): buffer and index.
+pub(super) fn collect_stores(stmts: &[Stmt], out: &mut Vec<(BufferId, Dim)>) {
     for s in stmts {
         match s {
             Stmt::Loop(l) => collect_stores(&l.body, out),
@@ -53,7 +54,8 @@ fn collect_stores(stmts: &[Stmt], out: &mut Vec<(BufferId, Dim)>) {
     }
 }
 
-fn collect_loads_in_stmts(stmts: &[Stmt], out: &mut Vec<(BufferId, Dim)>) {
+/// Every load of `stmts` (nested loops and `if`s included): buffer and index.
+pub(super) fn collect_loads_in_stmts(stmts: &[Stmt], out: &mut Vec<(BufferId, Dim)>) {
     for s in stmts {
         match s {
             Stmt::Loop(l) => collect_loads_in_stmts(&l.body, out),

@@ -276,6 +276,108 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// The direct sub-expressions, in operand order.
+    pub fn children(&self) -> Vec<&Expr> {
+        match self {
+            Expr::Const { .. }
+            | Expr::Index(_)
+            | Expr::Var { .. }
+            | Expr::Load { .. }
+            | Expr::LoadDequant { .. } => Vec::new(),
+            Expr::Unary { x, .. } | Expr::Cast { x, .. } => vec![x],
+            Expr::Binary { a, b, .. } => vec![a, b],
+            Expr::Select { cond, a, b } => vec![cond, a, b],
+            Expr::Bind { value, body, .. } => vec![value, body],
+        }
+    }
+
+    /// Adds every variable name and index symbol `self` mentions to `out`.
+    pub fn refs(&self, out: &mut std::collections::HashSet<String>) {
+        match self {
+            Expr::Var { name, .. } => {
+                out.insert(name.clone());
+            }
+            Expr::Index(d) | Expr::Load { index: d, .. } | Expr::LoadDequant { index: d, .. } => {
+                out.extend(d.symbols())
+            }
+            _ => {}
+        }
+        for c in self.children() {
+            c.refs(out);
+        }
+    }
+
+    /// `self` rebuilt top-down: where `f` returns a replacement for a node, it is used
+    /// as is; elsewhere the node is kept with its children rewritten.
+    pub fn rewrite(&self, f: &mut dyn FnMut(&Expr) -> Option<Expr>) -> Expr {
+        if let Some(e) = f(self) {
+            return e;
+        }
+        let mut r = |x: &Expr| Box::new(x.rewrite(f));
+        match self {
+            Expr::Const { .. }
+            | Expr::Index(_)
+            | Expr::Var { .. }
+            | Expr::Load { .. }
+            | Expr::LoadDequant { .. } => self.clone(),
+            Expr::Unary { op, dtype, x } => Expr::Unary {
+                op: *op,
+                dtype: *dtype,
+                x: r(x),
+            },
+            Expr::Binary { op, dtype, a, b } => Expr::Binary {
+                op: *op,
+                dtype: *dtype,
+                a: r(a),
+                b: r(b),
+            },
+            Expr::Select { cond, a, b } => Expr::Select {
+                cond: r(cond),
+                a: r(a),
+                b: r(b),
+            },
+            Expr::Cast { to, x } => Expr::Cast { to: *to, x: r(x) },
+            Expr::Bind { var, value, body } => Expr::Bind {
+                var: var.clone(),
+                value: r(value),
+                body: r(body),
+            },
+        }
+    }
+
+    /// `self` with the symbols of `m` substituted in every index (loads and `Index`), or
+    /// `None` when `self` is not an index-bearing leaf: the node-level step of
+    /// [`Expr::substitute`], for callers that combine it with other rewrites.
+    pub fn substitute_leaf(&self, m: &std::collections::BTreeMap<String, Dim>) -> Option<Expr> {
+        Some(match self {
+            Expr::Index(d) => Expr::Index(d.substitute(m)),
+            Expr::Load {
+                buffer,
+                dtype,
+                index,
+            } => Expr::Load {
+                buffer: *buffer,
+                dtype: *dtype,
+                index: index.substitute(m),
+            },
+            Expr::LoadDequant {
+                buffer,
+                qtype,
+                index,
+            } => Expr::LoadDequant {
+                buffer: *buffer,
+                qtype: *qtype,
+                index: index.substitute(m),
+            },
+            _ => return None,
+        })
+    }
+
+    /// `self` with the symbols of `m` substituted in every index.
+    pub fn substitute(&self, m: &std::collections::BTreeMap<String, Dim>) -> Expr {
+        self.rewrite(&mut |e| e.substitute_leaf(m))
+    }
+
     /// The value's dtype.
     pub fn dtype(&self) -> DType {
         match self {

@@ -15,15 +15,16 @@
 //! The stored value is the same rounded value the later loop computed, so results are bit
 //! for bit unchanged. It applies only when the later loop has the same extent, ends in the
 //! kernel's only access to its output buffer (so nothing else reads or writes that buffer),
-//! and the shared value is costly (it contains a transcendental function): storing a cheap
-//! value would cost more than recomputing it.
+//! and the shared value is costly (a unary op beyond sign and rounding: `exp`, `sqrt`, ...):
+//! storing a cheap value would cost more than recomputing it.
 //!
 //! Run sequentially (the CPU backend, the loop-IR evaluator) the rewrite is always valid: the
 //! row's reduction loop finishes before its later loop starts. A GPU backend that splits a
 //! reduction loop across a workgroup's threads would need a storage barrier between the
 //! phases, so the pass is applied by the backends that want it, not by the scheduler.
 
-use super::{Expr, Kernel, Loop, LoopKind, Stmt};
+use super::in_place::{collect_loads_in_stmts, collect_stores};
+use super::{BufferId, Expr, Kernel, Loop, LoopKind, Stmt};
 use kiln_ir::{Dim, UnaryOp};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -38,56 +39,18 @@ pub fn forward_phase_values(kernel: &Kernel) -> Option<Kernel> {
 }
 
 /// How many loads and stores name each buffer anywhere in the kernel.
-fn buffer_accesses(stmts: &[Stmt]) -> HashMap<super::BufferId, usize> {
+fn buffer_accesses(stmts: &[Stmt]) -> HashMap<BufferId, usize> {
+    let mut all = Vec::new();
+    collect_stores(stmts, &mut all);
+    collect_loads_in_stmts(stmts, &mut all);
     let mut out = HashMap::new();
-    visit_stmts(stmts, &mut |b| *out.entry(b).or_insert(0) += 1);
+    for (b, _) in all {
+        *out.entry(b).or_insert(0) += 1;
+    }
     out
 }
 
-fn visit_stmts(stmts: &[Stmt], f: &mut impl FnMut(super::BufferId)) {
-    for s in stmts {
-        match s {
-            Stmt::Loop(l) => visit_stmts(&l.body, f),
-            Stmt::If { cond, then } => {
-                visit_expr(cond, f);
-                visit_stmts(then, f);
-            }
-            Stmt::Let { value, .. } | Stmt::Assign { value, .. } => visit_expr(value, f),
-            Stmt::Declare { init, .. } => visit_expr(init, f),
-            Stmt::Store { buffer, value, .. } => {
-                f(*buffer);
-                visit_expr(value, f);
-            }
-        }
-    }
-}
-
-fn visit_expr(e: &Expr, f: &mut impl FnMut(super::BufferId)) {
-    match e {
-        Expr::Load { buffer, .. } | Expr::LoadDequant { buffer, .. } => f(*buffer),
-        Expr::Const { .. } | Expr::Var { .. } | Expr::Index(_) => {}
-        Expr::Unary { x, .. } | Expr::Cast { x, .. } => visit_expr(x, f),
-        Expr::Binary { a, b, .. } => {
-            visit_expr(a, f);
-            visit_expr(b, f);
-        }
-        Expr::Select { cond, a, b } => {
-            visit_expr(cond, f);
-            visit_expr(a, f);
-            visit_expr(b, f);
-        }
-        Expr::Bind { value, body, .. } => {
-            visit_expr(value, f);
-            visit_expr(body, f);
-        }
-    }
-}
-
-fn rewrite_stmts(
-    stmts: &mut [Stmt],
-    accesses: &HashMap<super::BufferId, usize>,
-    changed: &mut bool,
-) {
+fn rewrite_stmts(stmts: &mut [Stmt], accesses: &HashMap<BufferId, usize>, changed: &mut bool) {
     for i in 0..stmts.len() {
         let is_reduction =
             matches!(&stmts[i], Stmt::Loop(l) if l.annot.kind == LoopKind::Reduction);
@@ -110,7 +73,7 @@ fn rewrite_stmts(
 }
 
 /// Applies the rewrite to reduction loop `red` and later parallel loop `par` when legal.
-fn try_pair(red: &mut Loop, par: &mut Loop, accesses: &HashMap<super::BufferId, usize>) -> bool {
+fn try_pair(red: &mut Loop, par: &mut Loop, accesses: &HashMap<BufferId, usize>) -> bool {
     if par.annot.kind != LoopKind::Parallel || par.extent != red.extent {
         return false;
     }
@@ -206,79 +169,40 @@ fn rename(
     names: &HashMap<String, String>,
     locals: &HashSet<&str>,
 ) -> Option<Expr> {
-    let r = |x: &Expr| rename(x, subst, names, locals).map(Box::new);
-    Some(match e {
-        Expr::Const { .. } => e.clone(),
-        Expr::Index(d) => Expr::Index(d.substitute(subst)),
+    let mut ok = true;
+    let renamed = e.rewrite(&mut |x| match x {
         Expr::Var { name, dtype } => match names.get(name) {
-            Some(n) => Expr::var(n, *dtype),
-            None if locals.contains(name.as_str()) => return None,
-            None => e.clone(),
+            Some(n) => Some(Expr::var(n, *dtype)),
+            None => {
+                ok &= !locals.contains(name.as_str());
+                None
+            }
         },
-        Expr::Load {
-            buffer,
-            dtype,
-            index,
-        } => Expr::Load {
-            buffer: *buffer,
-            dtype: *dtype,
-            index: index.substitute(subst),
-        },
-        Expr::LoadDequant {
-            buffer,
-            qtype,
-            index,
-        } => Expr::LoadDequant {
-            buffer: *buffer,
-            qtype: *qtype,
-            index: index.substitute(subst),
-        },
-        Expr::Unary { op, dtype, x } => Expr::Unary {
-            op: *op,
-            dtype: *dtype,
-            x: r(x)?,
-        },
-        Expr::Binary { op, dtype, a, b } => Expr::Binary {
-            op: *op,
-            dtype: *dtype,
-            a: r(a)?,
-            b: r(b)?,
-        },
-        Expr::Select { cond, a, b } => Expr::Select {
-            cond: r(cond)?,
-            a: r(a)?,
-            b: r(b)?,
-        },
-        Expr::Cast { to, x } => Expr::Cast { to: *to, x: r(x)? },
-        Expr::Bind { .. } => return None,
-    })
+        Expr::Bind { .. } => {
+            ok = false;
+            None
+        }
+        _ => x.substitute_leaf(subst),
+    });
+    ok.then_some(renamed)
 }
 
-/// Whether `e` computes a transcendental function (worth a store and a load to not repeat).
+/// Whether `e` applies a unary op other than the cheap sign and rounding ones (a
+/// transcendental function, a root, a reciprocal): worth a store and a load to not repeat.
 fn costly(e: &Expr) -> bool {
-    match e {
-        Expr::Unary { op, x, .. } => {
-            !matches!(
-                op,
-                UnaryOp::Neg
-                    | UnaryOp::Abs
-                    | UnaryOp::Not
-                    | UnaryOp::Sign
-                    | UnaryOp::Floor
-                    | UnaryOp::Ceil
-                    | UnaryOp::Round
-            ) || costly(x)
-        }
-        Expr::Binary { a, b, .. } => costly(a) || costly(b),
-        Expr::Select { cond, a, b } => costly(cond) || costly(a) || costly(b),
-        Expr::Cast { x, .. } => costly(x),
-        Expr::Bind { value, body, .. } => costly(value) || costly(body),
-        Expr::Const { .. }
-        | Expr::Index(_)
-        | Expr::Var { .. }
-        | Expr::Load { .. }
-        | Expr::LoadDequant { .. } => false,
-    }
+    let cheap_unary = |op: &UnaryOp| {
+        matches!(
+            op,
+            UnaryOp::Neg
+                | UnaryOp::Abs
+                | UnaryOp::Not
+                | UnaryOp::Sign
+                | UnaryOp::Floor
+                | UnaryOp::Ceil
+                | UnaryOp::Round
+        )
+    };
+    matches!(e, Expr::Unary { op, .. } if !cheap_unary(op)) || e.children().into_iter().any(costly)
 }
 
 /// Removes `let`s whose names no later statement of `body` uses.
@@ -289,13 +213,13 @@ fn drop_dead_lets(body: &mut Vec<Stmt>) {
         match s {
             Stmt::Let { var, value, .. } => {
                 if used.contains(var) {
-                    names_in(value, &mut used);
+                    value.refs(&mut used);
                 } else {
                     keep[i] = false;
                 }
             }
             Stmt::Store { value, index, .. } => {
-                names_in(value, &mut used);
+                value.refs(&mut used);
                 used.extend(index.symbols());
             }
             _ => return,
@@ -306,30 +230,4 @@ fn drop_dead_lets(body: &mut Vec<Stmt>) {
         i += 1;
         keep[i - 1]
     });
-}
-
-fn names_in(e: &Expr, out: &mut HashSet<String>) {
-    match e {
-        Expr::Var { name, .. } => {
-            out.insert(name.clone());
-        }
-        Expr::Index(d) | Expr::Load { index: d, .. } | Expr::LoadDequant { index: d, .. } => {
-            out.extend(d.symbols())
-        }
-        Expr::Const { .. } => {}
-        Expr::Unary { x, .. } | Expr::Cast { x, .. } => names_in(x, out),
-        Expr::Binary { a, b, .. } => {
-            names_in(a, out);
-            names_in(b, out);
-        }
-        Expr::Select { cond, a, b } => {
-            names_in(cond, out);
-            names_in(a, out);
-            names_in(b, out);
-        }
-        Expr::Bind { value, body, .. } => {
-            names_in(value, out);
-            names_in(body, out);
-        }
-    }
 }

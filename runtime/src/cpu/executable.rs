@@ -7,6 +7,7 @@ use super::bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
 use super::gemm::{derived_kernels, run_gemm, GemmError, GemmKernel};
 use super::profile::Profile;
 use super::switches;
+use super::team::max_over;
 use crate::weights::{WeightBytes, WeightTensor};
 use kiln_compiler::backend::cpu::matmul::plan_matmul;
 use kiln_compiler::backend::cpu::parallel::work_per_item;
@@ -125,7 +126,6 @@ pub struct CpuExecutable {
     /// [`CpuExecutable::use_microkernels`]).
     microkernels: bool,
     team: std::sync::Arc<super::team::Team>,
-    threads: usize,
     /// Params, constants and load-time results, by buffer.
     weights: HashMap<BufferId, Weight>,
     /// True once load-time kernels ran on the current weights.
@@ -225,7 +225,6 @@ impl CpuExecutable {
             gemms,
             microkernels: true,
             team,
-            threads,
             weights,
             derived_ready: false,
             states: HashMap::new(),
@@ -253,7 +252,7 @@ impl CpuExecutable {
 
     /// Number of worker threads.
     pub fn threads(&self) -> usize {
-        self.threads
+        self.team.threads()
     }
 
     /// Whether matmul kernels run split around the micro-kernels (the default) or as one
@@ -732,36 +731,29 @@ impl CpuExecutable {
             Some(d) => d.eval(b)?.max(0),
             None => 1,
         };
+        let threads = self.team.threads() as i64;
         let chunks = if jit.parallel.is_some()
-            && self.threads > 1
+            && threads > 1
             && (total as u64).saturating_mul(work_per_item(kernel, b)) >= MIN_PARALLEL_WORK
         {
-            (self.threads as i64).min(total)
+            threads.min(total)
         } else {
             1
         };
         let entry = jit.entry;
         let (a, s) = (SendPtr(args.as_ptr()), SendPtr(syms.as_ptr()));
-        let status = if chunks <= 1 {
+        let team = (chunks > 1).then_some(&*self.team);
+        let Ok(status) = max_over::<std::convert::Infallible>(team, chunks as usize, &|c| {
+            let c = c as i64;
+            let (lo, hi) = (total * c / chunks, total * (c + 1) / chunks);
             let mut status = 0i64;
+            let (a, s) = (a, s);
             // SAFETY: `args` hold buffers at least as large as the kernel's parameters
-            // declare, `syms` its symbols in order; the ABI is `KernelFn`'s.
-            unsafe { entry(a.0, s.0, 0, total, &mut status) };
-            status
-        } else {
-            let worst = std::sync::atomic::AtomicI64::new(0);
-            self.team.for_each(chunks as usize, &|c| {
-                let c = c as i64;
-                let (lo, hi) = (total * c / chunks, total * (c + 1) / chunks);
-                let mut status = 0i64;
-                let (a, s) = (a, s);
-                // SAFETY: as above; chunks cover disjoint ranges of the parallel nest, whose
-                // iterations write disjoint elements.
-                unsafe { entry(a.0, s.0, lo, hi, &mut status) };
-                worst.fetch_max(status, std::sync::atomic::Ordering::Relaxed);
-            });
-            worst.into_inner()
-        };
+            // declare, `syms` its symbols in order (the ABI is `KernelFn`'s); chunks cover
+            // disjoint ranges of the parallel nest, whose iterations write disjoint elements.
+            unsafe { entry(a.0, s.0, lo, hi, &mut status) };
+            Ok(status)
+        });
         if status != 0 {
             return Err(CpuError::IndexOutOfRange {
                 kernel: kernel.name.clone(),

@@ -13,7 +13,7 @@
 //! does): about 0.4% RMS error per product, kept for comparison.
 
 use super::switches::q8_activations;
-use super::team::Team;
+use super::team::{max_over, Team};
 use kiln_compiler::backend::cpu::matmul::{BOperand, MatmulPlan};
 use kiln_compiler::backend::cpu::JitKernel;
 use kiln_compiler::loop_ir::{BufferId, Kernel};
@@ -464,31 +464,10 @@ pub(crate) fn run_gemm(
         })?;
         Ok(status)
     };
-    let status = if threads > 1 && tasks > 1 && flops >= 1 << 16 {
-        let worst = std::sync::atomic::AtomicI64::new(0);
-        let failed: std::sync::Mutex<Option<GemmError>> = std::sync::Mutex::new(None);
-        team.for_each(tasks as usize, &|t| match task(t as i64) {
-            Ok(s) => {
-                worst.fetch_max(s, std::sync::atomic::Ordering::Relaxed);
-            }
-            Err(e) => {
-                failed
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get_or_insert(e);
-            }
-        });
-        if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(e);
-        }
-        worst.into_inner()
-    } else {
-        let mut st = 0;
-        for t in 0..tasks {
-            st = st.max(task(t)?);
-        }
-        st
-    };
+    let parallel = threads > 1 && tasks > 1 && flops >= 1 << 16;
+    let status = max_over(parallel.then_some(team), tasks as usize, &|t| {
+        task(t as i64)
+    })?;
     if status != 0 {
         return Err(GemmError::Index);
     }

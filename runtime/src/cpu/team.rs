@@ -170,6 +170,40 @@ impl Team {
     }
 }
 
+/// The largest of `f(t)` over `t in 0..tasks` (a launch's worst status word), or the first
+/// error a task returns: the tasks spread over `team`'s participants, or run in order on
+/// this thread when `team` is `None`.
+pub(crate) fn max_over<E: Send>(
+    team: Option<&Team>,
+    tasks: usize,
+    f: &(dyn Fn(usize) -> Result<i64, E> + Sync),
+) -> Result<i64, E> {
+    let Some(team) = team else {
+        let mut worst = 0;
+        for t in 0..tasks {
+            worst = worst.max(f(t)?);
+        }
+        return Ok(worst);
+    };
+    let worst = std::sync::atomic::AtomicI64::new(0);
+    let failed: Mutex<Option<E>> = Mutex::new(None);
+    team.for_each(tasks, &|t| match f(t) {
+        Ok(s) => {
+            worst.fetch_max(s, Ordering::Relaxed);
+        }
+        Err(e) => {
+            failed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
+        }
+    });
+    match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(worst.into_inner()),
+    }
+}
+
 impl Drop for Team {
     fn drop(&mut self) {
         let s = &*self.shared;
@@ -250,6 +284,18 @@ mod tests {
                 seen[i].fetch_add(1, Ordering::Relaxed);
             });
             assert!(seen.iter().all(|h| h.load(Ordering::Relaxed) == 1));
+        }
+    }
+
+    #[test]
+    fn max_over_takes_the_largest_status_or_the_first_error() {
+        let team = Team::get(2).unwrap();
+        for t in [None, Some(&*team)] {
+            let r: Result<i64, ()> = max_over(t, 9, &|i| Ok((i as i64 * 7) % 5));
+            assert_eq!(r, Ok(4));
+            let r: Result<i64, usize> = max_over(t, 9, &|i| if i == 6 { Err(i) } else { Ok(1) });
+            assert_eq!(r, Err(6));
+            assert_eq!(max_over::<()>(t, 0, &|_| Ok(3)), Ok(0));
         }
     }
 

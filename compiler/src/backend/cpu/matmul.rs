@@ -181,7 +181,7 @@ pub fn plan_matmul(kernel: &Kernel) -> Option<MatmulPlan> {
                 "__rr",
                 "__rn",
                 &k.extent,
-                subst_expr(x, &kmap),
+                x.substitute(&kmap),
                 &symbols,
             );
             let a_direct = row.and_then(|r| match direct_operand(x, &r.var, &k.var, &k.extent) {
@@ -202,7 +202,7 @@ pub fn plan_matmul(kernel: &Kernel) -> Option<MatmulPlan> {
                     "__cc",
                     "__cn",
                     &k.extent,
-                    subst_expr(y, &kmap),
+                    y.substitute(&kmap),
                     &symbols,
                 )),
             };
@@ -520,16 +520,16 @@ fn subst_stmt(s: &Stmt, m: &BTreeMap<String, Dim>) -> Stmt {
         Stmt::Let { var, dtype, value } => Stmt::Let {
             var: var.clone(),
             dtype: *dtype,
-            value: subst_expr(value, m),
+            value: value.substitute(m),
         },
         Stmt::Declare { var, dtype, init } => Stmt::Declare {
             var: var.clone(),
             dtype: *dtype,
-            init: subst_expr(init, m),
+            init: init.substitute(m),
         },
         Stmt::Assign { var, value } => Stmt::Assign {
             var: var.clone(),
-            value: subst_expr(value, m),
+            value: value.substitute(m),
         },
         Stmt::Store {
             buffer,
@@ -538,60 +538,11 @@ fn subst_stmt(s: &Stmt, m: &BTreeMap<String, Dim>) -> Stmt {
         } => Stmt::Store {
             buffer: *buffer,
             index: index.substitute(m),
-            value: subst_expr(value, m),
+            value: value.substitute(m),
         },
         Stmt::If { cond, then } => Stmt::If {
-            cond: subst_expr(cond, m),
+            cond: cond.substitute(m),
             then: then.iter().map(|s| subst_stmt(s, m)).collect(),
-        },
-    }
-}
-
-/// Substitutes symbols in every dim of an expression.
-fn subst_expr(e: &Expr, m: &BTreeMap<String, Dim>) -> Expr {
-    let bx = |x: &Expr| Box::new(subst_expr(x, m));
-    match e {
-        Expr::Const { .. } | Expr::Var { .. } => e.clone(),
-        Expr::Index(d) => Expr::Index(d.substitute(m)),
-        Expr::Load {
-            buffer,
-            dtype,
-            index,
-        } => Expr::Load {
-            buffer: *buffer,
-            dtype: *dtype,
-            index: index.substitute(m),
-        },
-        Expr::LoadDequant {
-            buffer,
-            qtype,
-            index,
-        } => Expr::LoadDequant {
-            buffer: *buffer,
-            qtype: *qtype,
-            index: index.substitute(m),
-        },
-        Expr::Unary { op, dtype, x } => Expr::Unary {
-            op: *op,
-            dtype: *dtype,
-            x: bx(x),
-        },
-        Expr::Binary { op, dtype, a, b } => Expr::Binary {
-            op: *op,
-            dtype: *dtype,
-            a: bx(a),
-            b: bx(b),
-        },
-        Expr::Select { cond, a, b } => Expr::Select {
-            cond: bx(cond),
-            a: bx(a),
-            b: bx(b),
-        },
-        Expr::Cast { to, x } => Expr::Cast { to: *to, x: bx(x) },
-        Expr::Bind { var, value, body } => Expr::Bind {
-            var: var.clone(),
-            value: bx(value),
-            body: bx(body),
         },
     }
 }

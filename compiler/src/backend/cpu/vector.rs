@@ -338,7 +338,7 @@ pub(super) fn plan<'k>(
                 {
                     return None;
                 }
-                refs_of(value, &mut refs);
+                value.refs(&mut refs);
                 if !an.loads_ok(value) {
                     return None;
                 }
@@ -356,7 +356,7 @@ pub(super) fn plan<'k>(
                 index,
                 value,
             } => {
-                refs_of(value, &mut refs);
+                value.refs(&mut refs);
                 let p = kernel.param(*buffer)?;
                 let ty = VTy::of(p.dtype)?;
                 if ty == VTy::Mask
@@ -396,7 +396,7 @@ pub(super) fn plan<'k>(
                 _ => false,
             };
             let mut term_refs = HashSet::new();
-            refs_of(term, &mut term_refs);
+            term.refs(&mut term_refs);
             // Stores beside a sum (a softmax row storing its exps) are fine; beside a float
             // min/max they could be repeated by the scalar recomputation at a zero result.
             if !ok
@@ -418,33 +418,6 @@ pub(super) fn plan<'k>(
         }
     };
     Some(Plan { an, stmts, red })
-}
-
-/// Every variable and index symbol `e` names.
-fn refs_of(e: &Expr, out: &mut HashSet<String>) {
-    match e {
-        Expr::Const { .. } => {}
-        Expr::Var { name, .. } => {
-            out.insert(name.clone());
-        }
-        Expr::Index(d) | Expr::Load { index: d, .. } | Expr::LoadDequant { index: d, .. } => {
-            out.extend(d.symbols())
-        }
-        Expr::Unary { x, .. } | Expr::Cast { x, .. } => refs_of(x, out),
-        Expr::Binary { a, b, .. } => {
-            refs_of(a, out);
-            refs_of(b, out);
-        }
-        Expr::Select { cond, a, b } => {
-            refs_of(cond, out);
-            refs_of(a, out);
-            refs_of(b, out);
-        }
-        Expr::Bind { value, body, .. } => {
-            refs_of(value, out);
-            refs_of(body, out);
-        }
-    }
 }
 
 fn has_load(e: &Expr) -> bool {
