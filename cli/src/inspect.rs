@@ -20,6 +20,8 @@ pub struct Options {
     pub compile: bool,
     /// Print the e-graph rule statistics.
     pub egraph: bool,
+    /// Print the optimized schedule's kernels (loop IR).
+    pub kernels: bool,
     /// Symbol values for the report.
     pub bind: Vec<(String, i64)>,
 }
@@ -31,7 +33,7 @@ pub fn run(target: &str, options: &Options) -> anyhow::Result<()> {
         println!("{graph}");
     }
     print!("{}", summary(&graph));
-    if options.compile || options.egraph {
+    if options.compile || options.egraph || options.kernels {
         compile_report(&graph, options)?;
     }
     Ok(())
@@ -68,6 +70,11 @@ fn compile_report(graph: &Graph, options: &Options) -> anyhow::Result<()> {
     if options.egraph {
         if let Some(stats) = &opt.stats {
             println!("{stats}");
+        }
+    }
+    if options.kernels {
+        for k in &opt.schedule.kernels {
+            println!("{k}");
         }
     }
     Ok(())

@@ -50,6 +50,10 @@ enum Command {
         /// With --compile: print the e-graph rule statistics.
         #[arg(long)]
         egraph: bool,
+        /// With --compile: print the optimized schedule's kernels as loop IR (what the
+        /// backends generate code from).
+        #[arg(long)]
+        kernels: bool,
         /// Symbol values for the report, e.g. `--bind seq=128 --bind past=0`; unbound symbols
         /// are 512.
         #[arg(long, value_parser = parse_binding)]
@@ -70,6 +74,7 @@ fn main() -> anyhow::Result<()> {
             summary,
             compile,
             egraph,
+            kernels,
             bind,
         } => inspect::run(
             &target,
@@ -77,6 +82,7 @@ fn main() -> anyhow::Result<()> {
                 summary,
                 compile,
                 egraph,
+                kernels,
                 bind,
             },
         ),
