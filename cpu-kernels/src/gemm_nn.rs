@@ -1,12 +1,20 @@
-//! Products of few rows in the "NN" layout, `C = A · B` with `B` read in place as row-major
-//! `[k, n]` (rows along `k` at stride `ldb`): the CPU runtime's path for a right operand
-//! that is contiguous along the columns (the compiler's matmul plan `Phase::b_rows`), such as attention's `probs @ V` at decode, which would otherwise be transposed
-//! into a packed panel for every query head and step. Each row of `C` is a sum of scaled
-//! rows of `B` (an AXPY per `k`), accumulated in registers over one block of columns.
+//! Products in the "NN" layout, `C = A · B` with `B` read as row-major `[k, n]` (rows along
+//! `k` at stride `ldb`): the CPU runtime's path for a right operand that is contiguous along
+//! the columns (the compiler's matmul plan `Phase::b_rows`), such as attention's
+//! `probs @ V`, which would otherwise be transposed into a k-contiguous panel first.
+//!
+//! Few rows (decode): each row of `C` is a sum of scaled rows of `B` (an AXPY per `k`),
+//! accumulated in registers over one block of columns, in order of `k`. From
+//! [`PACKED_MIN_M`] rows on (prefill), on AVX2 + FMA CPUs, `B` is packed into the f32 GEMM's
+//! 16-column panels (a plain copy for this layout) and multiplied by its 6×16 micro-kernel.
 
-/// `C[i*ldc + j] = sum_kk A[i*lda + kk] * B[kk*ldb + j]` for `i < m`, `j < n`, summed in
-/// order of `kk` (with fused multiply-adds on AVX2 + FMA CPUs); `C` is overwritten (zero
-/// when `k == 0`).
+/// From this many rows of `A` on, the packed micro-kernel path is used (measured on Zen 3
+/// with attention's `probs @ V` shapes: `k` = 512, `n` = 64).
+pub const PACKED_MIN_M: usize = 16;
+
+/// `C[i*ldc + j] = sum_kk A[i*lda + kk] * B[kk*ldb + j]` for `i < m`, `j < n` (with fused
+/// multiply-adds on AVX2 + FMA CPUs); `C` is overwritten (zero when `k == 0`). Below
+/// [`PACKED_MIN_M`] rows, summed in order of `kk`; from there on, the order is unspecified.
 ///
 /// # Safety
 /// `a` must be valid for reading rows `i < m` of `k` f32 at stride `lda`, `b` rows
@@ -27,7 +35,13 @@ pub unsafe fn gemm_nn_f32(
     #[cfg(target_arch = "x86_64")]
     if crate::dispatch::isa() == crate::dispatch::Isa::Avx2Fma {
         // SAFETY: AVX2 and FMA were detected; the pointer contract is the caller's.
-        unsafe { avx2::gemm_nn(m, n, k, a, lda, b, ldb, c, ldc) };
+        unsafe {
+            if m >= PACKED_MIN_M {
+                crate::gemm_f32::avx2::gemm_nn_packed(m, n, k, a, lda, b, ldb, c, ldc);
+            } else {
+                avx2::gemm_nn(m, n, k, a, lda, b, ldb, c, ldc);
+            }
+        }
         return;
     }
     for i in 0..m {

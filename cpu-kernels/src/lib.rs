@@ -15,7 +15,7 @@
 //! Layouts are "NT": both operands of a product are contiguous along the reduction axis `k`
 //! (an activation row and a weight row, as a linear layer stores them), and `C` is
 //! overwritten, never accumulated into. The one exception is [`gemm_nn_f32`], which reads a
-//! row-major `[k, n]` right operand in place (attention's `probs @ V` at decode).
+//! row-major `[k, n]` right operand (attention's `probs @ V`).
 //!
 //! Compiled code calls the kernels by symbol name through the `extern "C"` wrappers in
 //! [`ffi`]; [`symbols`] lists them with their addresses for a JIT to register. The scalar

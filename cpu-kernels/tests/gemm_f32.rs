@@ -171,8 +171,10 @@ fn dot_matches_reference() {
 }
 
 /// `gemm_nn_f32` (B row-major `[k, n]`, read in place) against a plain f64 product, for
-/// every column-block size and tail (64, 32, 16, 8 columns and fewer), strides larger than
-/// the extents, and `k == 0`; the padding of `C` stays untouched.
+/// every column-block size and tail of the few-row path (64, 32, 16, 8 columns and fewer),
+/// the packed path from 16 rows (edge panels of rows and columns, `k` split into slices
+/// above 640), strides larger than the extents, and `k == 0`; the padding of `C` stays
+/// untouched.
 #[test]
 fn gemm_nn_matches_reference() {
     let mut rng = Rng::new(1);
@@ -182,6 +184,12 @@ fn gemm_nn_matches_reference() {
         (2, 7, 300),
         (1, 200, 1),
         (4, 40, 0),
+        (15, 64, 33),
+        (16, 64, 512),
+        (97, 64, 513),
+        (50, 23, 7),
+        (31, 130, 1000),
+        (20, 16, 0),
     ] {
         let strides = (k + 3, n + 5, n + 2);
         check_strided(gemm_nn_f32, BLayout::Nn, &mut rng, (m, n, k), strides);

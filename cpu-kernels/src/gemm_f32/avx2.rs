@@ -69,7 +69,7 @@ pub(crate) unsafe fn gemm_nt(
         if m <= DIRECT_MAX_M {
             gemm_direct(m, n, k, a, lda, b, ldb, c, ldc);
         } else {
-            gemm_packed(m, n, k, a, lda, b, ldb, c, ldc);
+            gemm_packed(m, n, k, a, lda, b, ldb, BLayout::Nt, c, ldc);
         }
     }
 }
@@ -110,10 +110,55 @@ thread_local! {
     static PACK: RefCell<(Scratch, Scratch)> = const { RefCell::new((Scratch::new(), Scratch::new())) };
 }
 
-/// The packed path (see the module docs).
+/// How the right operand lies in memory.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BLayout {
+    /// `n × k` row-major (contiguous along `k`): `C = A · Bᵀ`.
+    Nt,
+    /// `k × n` row-major (contiguous along `n`): `C = A · B`.
+    Nn,
+}
+
+/// `C = A · B` with `B` row-major `k × n` (stride `ldb` between rows of `k`), through the
+/// packed path: packing a row-major `B` into 16-column panels is a copy of 16 contiguous
+/// floats per step of `k`, cheaper than the transposing pack of the NT layout.
 ///
 /// # Safety
-/// AVX2 + FMA; contract of [`crate::gemm_nt_f32`] with `k > 0`.
+/// AVX2 + FMA; `a` readable for rows `i < m` of `k` f32 at stride `lda`, `b` for rows
+/// `kk < k` of `n` f32 at stride `ldb`, `c` writable for rows `i < m` of `n` f32 at stride
+/// `ldc`, not overlapping `A` or `B`.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn gemm_nn_packed(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        for i in 0..m {
+            // SAFETY: row `i` of C has `n` writable elements (caller contract).
+            unsafe { std::ptr::write_bytes(c.add(i * ldc), 0, n) };
+        }
+        return;
+    }
+    // SAFETY: forwarded caller contract.
+    unsafe { gemm_packed(m, n, k, a, lda, b, ldb, BLayout::Nn, c, ldc) }
+}
+
+/// The packed path (see the module docs) for either layout of `B`.
+///
+/// # Safety
+/// AVX2 + FMA; contract of [`crate::gemm_nt_f32`] with `k > 0` (for [`BLayout::Nn`], that
+/// of [`gemm_nn_packed`]).
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn gemm_packed(
@@ -124,6 +169,7 @@ unsafe fn gemm_packed(
     lda: usize,
     b: *const f32,
     ldb: usize,
+    layout: BLayout,
     c: *mut f32,
     ldc: usize,
 ) {
@@ -145,10 +191,15 @@ unsafe fn gemm_packed(
             let mut pc = 0;
             while pc < k {
                 let kc = kc_max.min(k - pc);
-                // SAFETY: the B block (rows jc..jc+nc, columns pc..pc+kc) is readable;
-                // `pb` holds nc_max.div_ceil(NR) * NR * kc_max >= the packed size
-                // (nc_max is a multiple of NR).
-                unsafe { pack_b(nc, kc, b.add(jc * ldb + pc), ldb, pb) };
+                // SAFETY: the B block (columns jc..jc+nc of C, k slice pc..pc+kc) is
+                // readable; `pb` holds nc_max.div_ceil(NR) * NR * kc_max >= the packed
+                // size (nc_max is a multiple of NR).
+                unsafe {
+                    match layout {
+                        BLayout::Nt => pack_b(nc, kc, b.add(jc * ldb + pc), ldb, pb),
+                        BLayout::Nn => pack_b_nn(nc, kc, b.add(pc * ldb + jc), ldb, pb),
+                    }
+                };
                 let mut ic = 0;
                 while ic < m {
                     let mc = mc_max.min(m - ic);
@@ -251,6 +302,39 @@ unsafe fn pack_b(nc: usize, kc: usize, b: *const f32, ldb: usize, out: *mut f32)
     }
 }
 
+/// Packs `nc` columns of a row-major `B` (`kc` rows at stride `ldb`) into 16-column k-major
+/// panels at `out`, as [`pack_b`] lays them out (zero-padding the last).
+///
+/// # Safety
+/// AVX2; rows `p < kc` of the block must be readable for `nc` f32 and `out` writable for
+/// `nc.div_ceil(16) * 16 * kc` f32 (32-byte aligned).
+#[target_feature(enable = "avx2,fma")]
+unsafe fn pack_b_nn(nc: usize, kc: usize, b: *const f32, ldb: usize, out: *mut f32) {
+    let mut j0 = 0;
+    while j0 < nc {
+        let cols = NR.min(nc - j0);
+        // SAFETY: panel j0 / 16 lies within `out` (caller contract).
+        let dst = unsafe { out.add(j0 * kc) };
+        for p in 0..kc {
+            // SAFETY: row p of the block has `nc` readable elements from column 0; the
+            // panel row p (16 slots) lies inside the panel and is 32-byte aligned.
+            unsafe {
+                let src = b.add(p * ldb + j0);
+                let d = dst.add(p * NR);
+                if cols == NR {
+                    _mm256_store_ps(d, _mm256_loadu_ps(src));
+                    _mm256_store_ps(d.add(8), _mm256_loadu_ps(src.add(8)));
+                } else {
+                    for r in 0..NR {
+                        *d.add(r) = if r < cols { *src.add(r) } else { 0.0 };
+                    }
+                }
+            }
+        }
+        j0 += NR;
+    }
+}
+
 /// Transposes an 8×8 block held as eight row vectors into eight column vectors.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -296,10 +380,43 @@ unsafe fn pack_a(mc: usize, kc: usize, a: *const f32, lda: usize, out: *mut f32)
         // SAFETY: panel i0 / 6 lies within `out` (caller contract).
         let dst = unsafe { out.add(i0 * kc) };
         if rows == MR {
-            // Six read streams, one contiguous write stream (the panel in `p`, `r` order).
+            // Six read streams, one contiguous write stream (the panel in `p`, `r` order):
+            // 8 steps of `p` at a time through an 8×8 register transpose (two zero rows),
+            // each column stored as 8 lanes whose last two the next store overwrites; the
+            // last column of a group is stored as 4 + 2 lanes, so nothing is written past
+            // the panel.
             // SAFETY: rows i0..i0 + 6 of the block have kc readable elements each.
             let src: [*const f32; MR] = std::array::from_fn(|r| unsafe { a.add((i0 + r) * lda) });
-            for p in 0..kc {
+            let mut p0 = 0;
+            while p0 + 8 <= kc {
+                // SAFETY: columns p0..p0 + 8 of the six rows are readable; the stores
+                // cover panel slots p0 * 6 .. (p0 + 8) * 6, inside the panel.
+                unsafe {
+                    let z = _mm256_setzero_ps();
+                    let t = transpose8([
+                        _mm256_loadu_ps(src[0].add(p0)),
+                        _mm256_loadu_ps(src[1].add(p0)),
+                        _mm256_loadu_ps(src[2].add(p0)),
+                        _mm256_loadu_ps(src[3].add(p0)),
+                        _mm256_loadu_ps(src[4].add(p0)),
+                        _mm256_loadu_ps(src[5].add(p0)),
+                        z,
+                        z,
+                    ]);
+                    let d = dst.add(p0 * MR);
+                    for (q, v) in t.iter().enumerate().take(7) {
+                        _mm256_storeu_ps(d.add(q * MR), *v);
+                    }
+                    let last = d.add(7 * MR);
+                    _mm_storeu_ps(last, _mm256_castps256_ps128(t[7]));
+                    _mm_storel_epi64(
+                        last.add(4).cast(),
+                        _mm_castps_si128(_mm256_extractf128_ps::<1>(t[7])),
+                    );
+                }
+                p0 += 8;
+            }
+            for p in p0..kc {
                 for (r, s) in src.iter().enumerate() {
                     // SAFETY: p < kc; destination inside the panel.
                     unsafe { *dst.add(p * MR + r) = *s.add(p) };

@@ -100,11 +100,6 @@ fn f32_route_rows(q: QuantType) -> i64 {
     }
 }
 
-/// Below this many rows, a packed right operand that is row-major `[k, n]` in its buffer
-/// (`Phase::b_rows`) is read in place by [`mk::gemm_nn_f32`] instead of being transposed
-/// into a panel for every task.
-const NN_MAX_ROWS: i64 = 16;
-
 /// Rows per task (a multiple of the f32 micro-kernel's 6-row panels).
 const ROW_BLOCK: i64 = 96;
 /// Rows per task when a right operand is block-quantized: each task dequantizes its weight
@@ -118,6 +113,52 @@ const TALL_ROWS: i64 = 64;
 /// Columns per task when there is enough parallelism over rows and batches (the
 /// micro-kernel's own column block).
 const COL_BLOCK: i64 = 1024;
+
+/// Rows per group of [`zero_tail_groups`] (a multiple of the f32 micro-kernel's 6-row
+/// panels).
+const ZERO_TAIL_ROWS: usize = 24;
+/// Contractions shorter than this are not scanned for zero tails.
+const ZERO_TAIL_MIN_K: usize = 128;
+
+/// Splits `rows` rows of an f32 left operand (`k` elements each at stride `lda`) into groups
+/// of [`ZERO_TAIL_ROWS`] rows (consecutive groups of the same length merged), each with the
+/// contraction length its rows need: one past the last nonzero element of any of them.
+/// Terms `0 · b` are left out of the product: causal attention's probabilities are zero
+/// past each query's position, so `probs @ V` skips the masked half of its work. The result
+/// is the full product's wherever `B` is finite in the skipped rows (`x + 0 · b == x`; an
+/// inf or NaN there would have made the full sum NaN). Returns `(first row, rows, k)`.
+fn zero_tail_groups(
+    a: *const f32,
+    lda: usize,
+    rows: usize,
+    k: usize,
+) -> Vec<(usize, usize, usize)> {
+    if k < ZERO_TAIL_MIN_K {
+        return vec![(0, rows, k)];
+    }
+    let mut groups: Vec<(usize, usize, usize)> = Vec::new();
+    let mut r0 = 0;
+    while r0 < rows {
+        let n = ZERO_TAIL_ROWS.min(rows - r0);
+        let mut need = 0;
+        for r in r0..r0 + n {
+            // SAFETY: row `r < rows` of A holds `k` readable f32 (the caller's operand).
+            let row = unsafe { std::slice::from_raw_parts(a.add(r * lda), k) };
+            // Only the part past what earlier rows need is scanned.
+            let len = row[need..]
+                .iter()
+                .rposition(|&x| x != 0.0)
+                .map_or(0, |i| i + 1);
+            need = need.max(need + len);
+        }
+        match groups.last_mut() {
+            Some(g) if g.2 == need => g.1 += n,
+            _ => groups.push((r0, n, need)),
+        }
+        r0 += n;
+    }
+    groups
+}
 
 /// Per-thread scratch: packed A, packed B, tiles, quantized A.
 type Scratch = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<u8>);
@@ -280,28 +321,34 @@ pub(crate) fn run_gemm(
                 };
                 let tile = tiles[p * tile_len..].as_mut_ptr();
                 match &phase.b {
-                    // Few rows against a row-major `[k, n]` operand (attention's `V`): read
-                    // in place, no transposing pack.
-                    BOperand::Packed(_) if phase.b_rows.is_some() && rn < NN_MAX_ROWS => {
+                    // A row-major `[k, n]` operand (attention's `V`): read in place by the
+                    // NN product (which packs it, without transposing, for many rows),
+                    // instead of transposed by the generated pack kernel for every task.
+                    BOperand::Packed(_) if phase.b_rows.is_some() => {
                         let (buffer, base, ld) = phase.b_rows.as_ref().expect("checked");
                         let (base, ld) = (base.eval(&bb)?, ld.eval(&bb)?);
                         let i = param_index(*buffer).expect("an in-place operand is a parameter");
-                        // SAFETY: the kernel reads elements `base + ld * kk + c` of this f32
-                        // operand for `kk < k` and its columns `c`, here `c0..c0 + cn`; the
-                        // tile holds `rn * cn` f32.
-                        unsafe {
-                            mk::gemm_nn_f32(
-                                rn as usize,
-                                cn as usize,
-                                k,
-                                a_ptr,
-                                lda,
-                                args[i].0.cast::<f32>().add((base + c0) as usize),
-                                ld as usize,
-                                tile,
-                                cn as usize,
-                            )
-                        };
+                        // SAFETY: column `c0` of the operand lies inside its buffer.
+                        let b_ptr = unsafe { args[i].0.cast::<f32>().add((base + c0) as usize) };
+                        for (r, rows, k) in zero_tail_groups(a_ptr, lda, rn as usize, k) {
+                            // SAFETY: the kernel reads elements `base + ld * kk + c` of this
+                            // f32 operand for `kk < k` and its columns `c`, here
+                            // `c0..c0 + cn`; rows `r..r + rows` lie in A's and the tile's
+                            // `rn` rows (`rn * cn` f32).
+                            unsafe {
+                                mk::gemm_nn_f32(
+                                    rows,
+                                    cn as usize,
+                                    k,
+                                    a_ptr.add(r * lda),
+                                    lda,
+                                    b_ptr,
+                                    ld as usize,
+                                    tile.add(r * cn as usize),
+                                    cn as usize,
+                                )
+                            };
+                        }
                     }
                     BOperand::Packed(_) => {
                         pb.resize(cn as usize * k, 0.0);
@@ -309,20 +356,23 @@ pub(crate) fn run_gemm(
                         let pack = g.pack_b[p].as_ref().expect("a packed operand has a kernel");
                         // SAFETY: as for pack A, with `cn * k` f32.
                         unsafe { (pack.entry)(call_args.as_ptr(), s.as_ptr(), 0, cn, &mut status) };
-                        // SAFETY: panels and tile hold the elements the call touches.
-                        unsafe {
-                            mk::gemm_nt_f32(
-                                rn as usize,
-                                cn as usize,
-                                k,
-                                a_ptr,
-                                lda,
-                                pb.as_ptr(),
-                                k,
-                                tile,
-                                cn as usize,
-                            )
-                        };
+                        for (r, rows, kk) in zero_tail_groups(a_ptr, lda, rn as usize, k) {
+                            // SAFETY: panels and tile hold the elements the call touches
+                            // (rows `r..r + rows` of the task's `rn`, `kk <= k`).
+                            unsafe {
+                                mk::gemm_nt_f32(
+                                    rows,
+                                    cn as usize,
+                                    kk,
+                                    a_ptr.add(r * lda),
+                                    lda,
+                                    pb.as_ptr(),
+                                    k,
+                                    tile.add(r * cn as usize),
+                                    cn as usize,
+                                )
+                            };
+                        }
                     }
                     BOperand::Direct {
                         buffer,
@@ -434,20 +484,24 @@ pub(crate) fn run_gemm(
                             }
                             _ => {
                                 let first = (base + ld * c0) as usize;
-                                // SAFETY: as above, f32 elements.
-                                unsafe {
-                                    mk::gemm_nt_f32(
-                                        rn as usize,
-                                        cn as usize,
-                                        k,
-                                        a_ptr,
-                                        lda,
-                                        buf.cast::<f32>().add(first),
-                                        ld as usize,
-                                        tile,
-                                        cn as usize,
-                                    )
-                                };
+                                let groups = zero_tail_groups(a_ptr, lda, rn as usize, k);
+                                for (r, rows, kk) in groups {
+                                    // SAFETY: as above, f32 elements (rows `r..r + rows`
+                                    // of the task's, `kk <= k`).
+                                    unsafe {
+                                        mk::gemm_nt_f32(
+                                            rows,
+                                            cn as usize,
+                                            kk,
+                                            a_ptr.add(r * lda),
+                                            lda,
+                                            buf.cast::<f32>().add(first),
+                                            ld as usize,
+                                            tile.add(r * cn as usize),
+                                            cn as usize,
+                                        )
+                                    };
+                                }
                             }
                         }
                     }
@@ -472,4 +526,43 @@ pub(crate) fn run_gemm(
         return Err(GemmError::Index);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::zero_tail_groups;
+
+    /// Causal rows (row `r` nonzero up to `r + 1`): each 24-row group gets the length its
+    /// last row needs, capped at `k`; dense rows give one group; short `k` is not scanned.
+    #[test]
+    fn zero_tail_groups_follow_the_last_nonzero_column() {
+        let (rows, k) = (60, 200);
+        let mut a = vec![0.0f32; rows * k];
+        for r in 0..rows {
+            for c in 0..=(r + 150).min(k - 1) {
+                a[r * k + c] = 1.0;
+            }
+        }
+        // A zero inside a row's range does not shorten it; -0.0 counts as zero.
+        a[5 * k + 100] = 0.0;
+        assert_eq!(
+            zero_tail_groups(a.as_ptr(), k, rows, k),
+            vec![(0, 24, 174), (24, 24, 198), (48, 12, 200)]
+        );
+        let dense = vec![1.0f32; rows * k];
+        assert_eq!(
+            zero_tail_groups(dense.as_ptr(), k, rows, k),
+            vec![(0, 60, 200)]
+        );
+        assert_eq!(
+            zero_tail_groups(a.as_ptr(), k, rows, 100),
+            vec![(0, 60, 100)]
+        );
+        let mut zeros = vec![0.0f32; rows * k];
+        zeros[7 * k + 150] = -0.0;
+        assert_eq!(
+            zero_tail_groups(zeros.as_ptr(), k, rows, k),
+            vec![(0, 60, 0)]
+        );
+    }
 }
