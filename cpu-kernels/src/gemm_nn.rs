@@ -36,8 +36,9 @@ pub unsafe fn gemm_nn_f32(
     if crate::dispatch::isa() == crate::dispatch::Isa::Avx2Fma {
         // SAFETY: AVX2 and FMA were detected; the pointer contract is the caller's.
         unsafe {
-            if m >= PACKED_MIN_M {
-                crate::gemm_f32::avx2::gemm_nn_packed(m, n, k, a, lda, b, ldb, c, ldc);
+            if m >= PACKED_MIN_M && n > 0 && k > 0 {
+                use crate::gemm_f32::avx2::{gemm_packed, BLayout};
+                gemm_packed(m, n, k, a, lda, b, ldb, BLayout::Nn, c, ldc);
             } else {
                 avx2::gemm_nn(m, n, k, a, lda, b, ldb, c, ldc);
             }

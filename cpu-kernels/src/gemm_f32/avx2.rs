@@ -119,49 +119,17 @@ pub(crate) enum BLayout {
     Nn,
 }
 
-/// `C = A · B` with `B` row-major `k × n` (stride `ldb` between rows of `k`), through the
-/// packed path: packing a row-major `B` into 16-column panels is a copy of 16 contiguous
-/// floats per step of `k`, cheaper than the transposing pack of the NT layout.
+/// The packed path (see the module docs) for either layout of `B`: for
+/// [`BLayout::Nn`] (`C = A · B`, `B` row-major `k × n` at stride `ldb`), packing `B` into
+/// 16-column panels is a copy of 16 contiguous floats per step of `k`, cheaper than the
+/// transposing pack of the NT layout.
 ///
 /// # Safety
-/// AVX2 + FMA; `a` readable for rows `i < m` of `k` f32 at stride `lda`, `b` for rows
-/// `kk < k` of `n` f32 at stride `ldb`, `c` writable for rows `i < m` of `n` f32 at stride
-/// `ldc`, not overlapping `A` or `B`.
+/// AVX2 + FMA; `m`, `n` and `k` positive; the pointer contract of [`crate::gemm_nt_f32`]
+/// (for [`BLayout::Nn`], of [`crate::gemm_nn_f32`]).
 #[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn gemm_nn_packed(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    b: *const f32,
-    ldb: usize,
-    c: *mut f32,
-    ldc: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        for i in 0..m {
-            // SAFETY: row `i` of C has `n` writable elements (caller contract).
-            unsafe { std::ptr::write_bytes(c.add(i * ldc), 0, n) };
-        }
-        return;
-    }
-    // SAFETY: forwarded caller contract.
-    unsafe { gemm_packed(m, n, k, a, lda, b, ldb, BLayout::Nn, c, ldc) }
-}
-
-/// The packed path (see the module docs) for either layout of `B`.
-///
-/// # Safety
-/// AVX2 + FMA; contract of [`crate::gemm_nt_f32`] with `k > 0` (for [`BLayout::Nn`], that
-/// of [`gemm_nn_packed`]).
-#[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gemm_packed(
+pub(crate) unsafe fn gemm_packed(
     m: usize,
     n: usize,
     k: usize,

@@ -120,23 +120,25 @@ const ZERO_TAIL_ROWS: usize = 24;
 /// Contractions shorter than this are not scanned for zero tails.
 const ZERO_TAIL_MIN_K: usize = 128;
 
-/// Splits `rows` rows of an f32 left operand (`k` elements each at stride `lda`) into groups
-/// of [`ZERO_TAIL_ROWS`] rows (consecutive groups of the same length merged), each with the
-/// contraction length its rows need: one past the last nonzero element of any of them.
-/// Terms `0 · b` are left out of the product: causal attention's probabilities are zero
-/// past each query's position, so `probs @ V` skips the masked half of its work. The result
-/// is the full product's wherever `B` is finite in the skipped rows (`x + 0 · b == x`; an
-/// inf or NaN there would have made the full sum NaN). Returns `(first row, rows, k)`.
+/// Calls `f(first row, rows, k)` for groups of [`ZERO_TAIL_ROWS`] rows of an f32 left
+/// operand (`rows` rows of `k` elements at stride `lda`; consecutive groups of the same
+/// length merged), each with the contraction length its rows need: one past the last
+/// nonzero element of any of them. Terms `0 · b` are so left out of the product: causal
+/// attention's probabilities are zero past each query's position, so `probs @ V` skips the
+/// masked half of its work. The result is the full product's wherever `B` is finite in the
+/// skipped rows (`x + 0 · b == x`; an inf or NaN there would have made the full sum NaN).
 fn zero_tail_groups(
     a: *const f32,
     lda: usize,
     rows: usize,
     k: usize,
-) -> Vec<(usize, usize, usize)> {
+    mut f: impl FnMut(usize, usize, usize),
+) {
     if k < ZERO_TAIL_MIN_K {
-        return vec![(0, rows, k)];
+        return f(0, rows, k);
     }
-    let mut groups: Vec<(usize, usize, usize)> = Vec::new();
+    // The pending group: (first row, rows, k).
+    let mut group: Option<(usize, usize, usize)> = None;
     let mut r0 = 0;
     while r0 < rows {
         let n = ZERO_TAIL_ROWS.min(rows - r0);
@@ -145,19 +147,66 @@ fn zero_tail_groups(
             // SAFETY: row `r < rows` of A holds `k` readable f32 (the caller's operand).
             let row = unsafe { std::slice::from_raw_parts(a.add(r * lda), k) };
             // Only the part past what earlier rows need is scanned.
-            let len = row[need..]
+            need += row[need..]
                 .iter()
                 .rposition(|&x| x != 0.0)
                 .map_or(0, |i| i + 1);
-            need = need.max(need + len);
         }
-        match groups.last_mut() {
-            Some(g) if g.2 == need => g.1 += n,
-            _ => groups.push((r0, n, need)),
-        }
+        group = match group {
+            Some((g0, gn, gk)) if gk == need => Some((g0, gn + n, gk)),
+            Some((g0, gn, gk)) => {
+                f(g0, gn, gk);
+                Some((r0, n, need))
+            }
+            None => Some((r0, n, need)),
+        };
         r0 += n;
     }
-    groups
+    if let Some((g0, gn, gk)) = group {
+        f(g0, gn, gk);
+    }
+}
+
+/// An f32 product kernel of `kiln-cpu-kernels` (`gemm_nt_f32` or `gemm_nn_f32`): `m`, `n`,
+/// `k`, `A` and its stride, `B` and its stride, `C` and its stride.
+type F32Gemm =
+    unsafe fn(usize, usize, usize, *const f32, usize, *const f32, usize, *mut f32, usize);
+
+/// `gemm` of a task's `rows` rows of A (stride `lda`) with `cols` columns of B (stride
+/// `ldb`) into the tile (`cols` f32 per row), leaving out the zero tails of A's rows
+/// ([`zero_tail_groups`]).
+///
+/// # Safety
+/// `gemm`'s contract for the whole `rows × cols × k` product.
+#[allow(clippy::too_many_arguments)]
+unsafe fn f32_product(
+    gemm: F32Gemm,
+    rows: usize,
+    cols: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: *const f32,
+    ldb: usize,
+    tile: *mut f32,
+) {
+    zero_tail_groups(a, lda, rows, k, |r, n, kk| {
+        // SAFETY: rows `r..r + n` of A and of the tile lie inside the whole product's, and
+        // `kk <= k` elements of each are read (the caller's contract).
+        unsafe {
+            gemm(
+                n,
+                cols,
+                kk,
+                a.add(r * lda),
+                lda,
+                b,
+                ldb,
+                tile.add(r * cols),
+                cols,
+            )
+        }
+    });
 }
 
 /// Per-thread scratch: packed A, packed B, tiles, quantized A.
@@ -328,27 +377,22 @@ pub(crate) fn run_gemm(
                         let (buffer, base, ld) = phase.b_rows.as_ref().expect("checked");
                         let (base, ld) = (base.eval(&bb)?, ld.eval(&bb)?);
                         let i = param_index(*buffer).expect("an in-place operand is a parameter");
-                        // SAFETY: column `c0` of the operand lies inside its buffer.
-                        let b_ptr = unsafe { args[i].0.cast::<f32>().add((base + c0) as usize) };
-                        for (r, rows, k) in zero_tail_groups(a_ptr, lda, rn as usize, k) {
-                            // SAFETY: the kernel reads elements `base + ld * kk + c` of this
-                            // f32 operand for `kk < k` and its columns `c`, here
-                            // `c0..c0 + cn`; rows `r..r + rows` lie in A's and the tile's
-                            // `rn` rows (`rn * cn` f32).
-                            unsafe {
-                                mk::gemm_nn_f32(
-                                    rows,
-                                    cn as usize,
-                                    k,
-                                    a_ptr.add(r * lda),
-                                    lda,
-                                    b_ptr,
-                                    ld as usize,
-                                    tile.add(r * cn as usize),
-                                    cn as usize,
-                                )
-                            };
-                        }
+                        // SAFETY: the kernel reads elements `base + ld * kk + c` of this f32
+                        // operand for `kk < k` and its columns `c`, here `c0..c0 + cn`; the
+                        // tile holds `rn * cn` f32.
+                        unsafe {
+                            f32_product(
+                                mk::gemm_nn_f32,
+                                rn as usize,
+                                cn as usize,
+                                k,
+                                a_ptr,
+                                lda,
+                                args[i].0.cast::<f32>().add((base + c0) as usize),
+                                ld as usize,
+                                tile,
+                            )
+                        };
                     }
                     BOperand::Packed(_) => {
                         pb.resize(cn as usize * k, 0.0);
@@ -356,23 +400,20 @@ pub(crate) fn run_gemm(
                         let pack = g.pack_b[p].as_ref().expect("a packed operand has a kernel");
                         // SAFETY: as for pack A, with `cn * k` f32.
                         unsafe { (pack.entry)(call_args.as_ptr(), s.as_ptr(), 0, cn, &mut status) };
-                        for (r, rows, kk) in zero_tail_groups(a_ptr, lda, rn as usize, k) {
-                            // SAFETY: panels and tile hold the elements the call touches
-                            // (rows `r..r + rows` of the task's `rn`, `kk <= k`).
-                            unsafe {
-                                mk::gemm_nt_f32(
-                                    rows,
-                                    cn as usize,
-                                    kk,
-                                    a_ptr.add(r * lda),
-                                    lda,
-                                    pb.as_ptr(),
-                                    k,
-                                    tile.add(r * cn as usize),
-                                    cn as usize,
-                                )
-                            };
-                        }
+                        // SAFETY: panels and tile hold the elements the call touches.
+                        unsafe {
+                            f32_product(
+                                mk::gemm_nt_f32,
+                                rn as usize,
+                                cn as usize,
+                                k,
+                                a_ptr,
+                                lda,
+                                pb.as_ptr(),
+                                k,
+                                tile,
+                            )
+                        };
                     }
                     BOperand::Direct {
                         buffer,
@@ -484,24 +525,20 @@ pub(crate) fn run_gemm(
                             }
                             _ => {
                                 let first = (base + ld * c0) as usize;
-                                let groups = zero_tail_groups(a_ptr, lda, rn as usize, k);
-                                for (r, rows, kk) in groups {
-                                    // SAFETY: as above, f32 elements (rows `r..r + rows`
-                                    // of the task's, `kk <= k`).
-                                    unsafe {
-                                        mk::gemm_nt_f32(
-                                            rows,
-                                            cn as usize,
-                                            kk,
-                                            a_ptr.add(r * lda),
-                                            lda,
-                                            buf.cast::<f32>().add(first),
-                                            ld as usize,
-                                            tile.add(r * cn as usize),
-                                            cn as usize,
-                                        )
-                                    };
-                                }
+                                // SAFETY: as above, f32 elements.
+                                unsafe {
+                                    f32_product(
+                                        mk::gemm_nt_f32,
+                                        rn as usize,
+                                        cn as usize,
+                                        k,
+                                        a_ptr,
+                                        lda,
+                                        buf.cast::<f32>().add(first),
+                                        ld as usize,
+                                        tile,
+                                    )
+                                };
                             }
                         }
                     }
@@ -532,8 +569,15 @@ pub(crate) fn run_gemm(
 mod tests {
     use super::zero_tail_groups;
 
-    /// Causal rows (row `r` nonzero up to `r + 1`): each 24-row group gets the length its
-    /// last row needs, capped at `k`; dense rows give one group; short `k` is not scanned.
+    fn groups(a: &[f32], k: usize, rows: usize, kk: usize) -> Vec<(usize, usize, usize)> {
+        let mut out = Vec::new();
+        zero_tail_groups(a.as_ptr(), k, rows, kk, |r, n, k| out.push((r, n, k)));
+        out
+    }
+
+    /// Rows nonzero up to column `r + 150` (capped at `k`): each 24-row group gets the length
+    /// its rows need, equal neighbours merge; dense rows give one group; short `k` is not
+    /// scanned; rows of zeros (+0 and -0) need nothing.
     #[test]
     fn zero_tail_groups_follow_the_last_nonzero_column() {
         let (rows, k) = (60, 200);
@@ -543,26 +587,19 @@ mod tests {
                 a[r * k + c] = 1.0;
             }
         }
-        // A zero inside a row's range does not shorten it; -0.0 counts as zero.
+        // A zero inside a row's range does not shorten it.
         a[5 * k + 100] = 0.0;
         assert_eq!(
-            zero_tail_groups(a.as_ptr(), k, rows, k),
+            groups(&a, k, rows, k),
             vec![(0, 24, 174), (24, 24, 198), (48, 12, 200)]
         );
-        let dense = vec![1.0f32; rows * k];
         assert_eq!(
-            zero_tail_groups(dense.as_ptr(), k, rows, k),
+            groups(&vec![1.0f32; rows * k], k, rows, k),
             vec![(0, 60, 200)]
         );
-        assert_eq!(
-            zero_tail_groups(a.as_ptr(), k, rows, 100),
-            vec![(0, 60, 100)]
-        );
+        assert_eq!(groups(&a, k, rows, 100), vec![(0, 60, 100)]);
         let mut zeros = vec![0.0f32; rows * k];
         zeros[7 * k + 150] = -0.0;
-        assert_eq!(
-            zero_tail_groups(zeros.as_ptr(), k, rows, k),
-            vec![(0, 60, 0)]
-        );
+        assert_eq!(groups(&zeros, k, rows, k), vec![(0, 60, 0)]);
     }
 }
