@@ -64,12 +64,16 @@ fn matmul_softmax_rmsnorm() {
 }
 
 /// A matmul against a block-quantized weight runs through the quantized micro-kernels and
-/// matches the interpreter's exact product to f32 rounding (with `KILN_Q8_ACTIVATIONS=1`,
-/// within the activation-quantization error for fewer than 16 rows).
+/// matches the interpreter's exact product to f32 rounding; an executable that quantizes
+/// activations (the LLM default) within the activation-quantization error for fewer than
+/// 16 rows.
 #[test]
 fn quantized_weight_matmul() {
     use kiln_ir::QuantType;
-    for q in QuantType::ALL {
+    for (q, q8) in QuantType::ALL
+        .into_iter()
+        .flat_map(|q| [(q, false), (q, true)])
+    {
         let (n, k) = (37usize, 2 * 256usize);
         let mut g = Graph::new();
         let x = g
@@ -89,6 +93,7 @@ fn quantized_weight_matmul() {
         let c = compile(&g, None).unwrap();
         let mut exe = CpuExecutable::new(&c, &CpuOptions { threads: 2 }).unwrap();
         assert_eq!(exe.split_matmuls(), 1);
+        exe.quantize_activations(q8);
         exe.set_param("w", &wt).unwrap();
         // 790 rows: two row blocks of the dequantizing route (tasks of 768 rows).
         for m in [1usize, 5, 20, 70, 790] {
@@ -103,17 +108,23 @@ fn quantized_weight_matmul() {
                 .unwrap();
             let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max).max(1.0);
             // Over all outputs: f32 products (of f32 activations with the quantized blocks
-            // for few rows, of dequantized weight panels for many); with
-            // KILN_Q8_ACTIVATIONS=1 few rows quantize the activations to 8 bits (about 0.4%
-            // RMS).
-            let q8 = m < 16 && kiln_runtime::cpu::q8_activations();
+            // for few rows, of dequantized weight panels for many); quantizing executables
+            // (or KILN_Q8_ACTIVATIONS=1) quantize the activations of few rows to 8 bits
+            // (about 0.4% RMS).
+            let q8 = m < 16 && exe.quantizes_activations();
             let err: f64 = want.iter().zip(&got).map(|(a, b)| (a - b) * (a - b)).sum();
             let norm: f64 = want.iter().map(|a| a * a).sum();
             let rel_rms = (err / norm.max(1e-300)).sqrt();
             let (limit, elem) = if q8 { (1e-2, 0.02) } else { (1e-5, 1e-5) };
-            assert!(rel_rms < limit, "{q:?} m={m}: relative RMS error {rel_rms}");
+            assert!(
+                rel_rms < limit,
+                "{q:?} q8 {q8} m={m}: relative RMS error {rel_rms}"
+            );
             for (i, (a, b)) in want.iter().zip(&got).enumerate() {
-                assert!((a - b).abs() <= elem * scale, "{q:?} m={m} {i}: {a} vs {b}");
+                assert!(
+                    (a - b).abs() <= elem * scale,
+                    "{q:?} q8 {q8} m={m} {i}: {a} vs {b}"
+                );
             }
         }
     }

@@ -34,11 +34,18 @@ pub fn model_path() -> Option<PathBuf> {
 }
 
 fn session(path: &std::path::Path, ctx: usize) -> Session {
+    session_with(path, ctx, false)
+}
+
+/// A session whose decode multiplies f32 activations (`f32_activations`) or, the default,
+/// 8-bit ones.
+fn session_with(path: &std::path::Path, ctx: usize, f32_activations: bool) -> Session {
     let file = GgufFile::open(path).expect("open the GGUF");
     let loaded = LoadedLlama::from_gguf(&file, ctx).expect("load the model");
     let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
     let options = LmOptions {
         threads: 2,
+        f32_activations,
         ..LmOptions::default()
     };
     let lm = CausalLm::new(
@@ -51,39 +58,50 @@ fn session(path: &std::path::Path, ctx: usize) -> Session {
     Session::new(lm, tokenizer)
 }
 
+/// Greedy generation on both decode routes. With f32 activations the tokens are
+/// transformers' (greedy, on the same file, weights dequantized to f32). With 8-bit
+/// activations (the default, llama.cpp's numerics) the first five are, and the sixth
+/// differs where transformers' own top-1/top-2 margin is 0.22 ("answer" 14.62 vs "United"
+/// 14.40, below the 0.3 the teacher-forced test accepts); the rest follows that token.
 #[test]
 fn greedy_generation_matches_transformers() {
     let Some(path) = model_path() else { return };
-    let mut s = session(&path, 128);
-    let prompt = s
-        .tokenizer
-        .encode("The capital of France is", true)
-        .unwrap();
-    assert_eq!(prompt, [504, 3575, 282, 4649, 314]);
-    let options = GenerateOptions {
-        max_tokens: 16,
-        sampling: SamplingOptions::greedy(),
-        ignore_eos: true,
-        stop: Vec::new(),
-    };
-    let mut streamed = String::new();
-    let g = s
-        .generate(&prompt, &options, &mut |piece| {
-            streamed.push_str(piece);
-            true
-        })
-        .unwrap();
-    // transformers, greedy, on the same file (weights dequantized to f32).
-    let expected = [
+    let transformers = [
         7042, 30, 198, 198, 504, 2988, 314, 42, 216, 34, 32, 33, 40, 29, 32, 33,
     ];
-    assert_eq!(g.tokens, expected, "text: {:?}", g.text);
-    assert_eq!(streamed, g.text);
-    assert!(
-        g.text.starts_with(" Paris.\n\nThe answer is"),
-        "{:?}",
-        g.text
-    );
+    let q8 = [
+        7042, 30, 198, 198, 504, 1797, 1918, 553, 253, 2155, 282, 4723, 216, 35, 34, 33,
+    ];
+    for f32_activations in [true, false] {
+        let mut s = session_with(&path, 128, f32_activations);
+        let prompt = s
+            .tokenizer
+            .encode("The capital of France is", true)
+            .unwrap();
+        assert_eq!(prompt, [504, 3575, 282, 4649, 314]);
+        let options = GenerateOptions {
+            max_tokens: 16,
+            sampling: SamplingOptions::greedy(),
+            ignore_eos: true,
+            stop: Vec::new(),
+        };
+        let mut streamed = String::new();
+        let g = s
+            .generate(&prompt, &options, &mut |piece| {
+                streamed.push_str(piece);
+                true
+            })
+            .unwrap();
+        // KILN_Q8_ACTIVATIONS may force one route on both sessions.
+        let expected = if s.lm.quantizes_activations() {
+            &q8
+        } else {
+            &transformers
+        };
+        assert_eq!(&g.tokens, expected, "text: {:?}", g.text);
+        assert_eq!(streamed, g.text);
+        assert!(g.text.starts_with(" Paris.\n\nThe "), "{:?}", g.text);
+    }
 }
 
 /// The committed reference (`tests/fixtures/smollm2_reference.json`, made by

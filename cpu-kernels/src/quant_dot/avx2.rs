@@ -58,6 +58,18 @@ unsafe fn fp16(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
 }
 
+/// The two f16 at `p` (a block's `d` and `m`), widened with F16C: lanes 0 and 1.
+///
+/// # Safety
+/// F16C; `p` readable for 4 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fp16x2(p: *const u8) -> __m128 {
+    // SAFETY: four readable bytes (caller contract).
+    let bits = unsafe { std::ptr::read_unaligned(p as *const u32) };
+    _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
+}
+
 /// f32 at `p` (any alignment).
 ///
 /// # Safety
@@ -136,8 +148,8 @@ struct Q8Act {
     dy: f32,
     /// `offset × quants`, pairwise (i16), for the types with an offset (`Q4_0`, `Q5_0`).
     corr: __m256i,
-    /// `dy × quants` as eight f32 lane sums, for the types with a minimum (`Q4_1`, `Q5_1`).
-    ysum: __m256,
+    /// `dy × sum(quants)`, for the types with a minimum (`Q4_1`, `Q5_1`).
+    ysum: f32,
 }
 
 /// Loads a `Q8_0` activation block with the offset correction for `offset`.
@@ -152,9 +164,9 @@ unsafe fn q8_act(y: *const u8, offset: i8, with_sum: bool) -> Q8Act {
     let corr = _mm256_maddubs_epi16(_mm256_set1_epi8(offset), qy);
     let ysum = if with_sum {
         let s = widen(_mm256_maddubs_epi16(_mm256_set1_epi8(1), qy));
-        _mm256_mul_ps(_mm256_cvtepi32_ps(s), _mm256_set1_ps(dy))
+        hsum(_mm256_cvtepi32_ps(s)) * dy
     } else {
-        _mm256_setzero_ps()
+        0.0
     };
     Q8Act { qy, dy, corr, ysum }
 }
@@ -195,13 +207,14 @@ impl Kernel for Q4_1 {
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn block(x: *const u8, a: &Q8Act, acc: __m256, _: &mut f32) -> __m256 {
+    unsafe fn block(x: *const u8, a: &Q8Act, acc: __m256, accs: &mut f32) -> __m256 {
         // SAFETY: 20 readable bytes (caller contract).
-        let (d, m, q) = unsafe { (fp16(x), fp16(x.add(2)), nibbles32(x.add(4))) };
+        let (dm, q) = unsafe { (fp16x2(x), nibbles32(x.add(4))) };
         let s = _mm256_cvtepi32_ps(widen(_mm256_maddubs_epi16(q, a.qy)));
-        let acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.dy), s, acc);
-        // + m * dy * sum y
-        _mm256_fmadd_ps(_mm256_set1_ps(m), a.ysum, acc)
+        // + m * dy * sum y, in the row's scalar accumulator
+        *accs += _mm_cvtss_f32(_mm_movehdup_ps(dm)) * a.ysum;
+        let scale = _mm256_broadcastss_ps(_mm_mul_ss(dm, _mm_set_ss(a.dy)));
+        _mm256_fmadd_ps(scale, s, acc)
     }
 }
 
@@ -241,7 +254,7 @@ impl Kernel for Q5_1 {
     }
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn block(x: *const u8, a: &Q8Act, acc: __m256, _: &mut f32) -> __m256 {
+    unsafe fn block(x: *const u8, a: &Q8Act, acc: __m256, accs: &mut f32) -> __m256 {
         // SAFETY: 24 readable bytes (caller contract).
         let (d, m, lo, hb) = unsafe {
             (
@@ -253,8 +266,8 @@ impl Kernel for Q5_1 {
         };
         let q = _mm256_or_si256(lo, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
         let s = _mm256_cvtepi32_ps(widen(_mm256_maddubs_epi16(q, a.qy)));
-        let acc = _mm256_fmadd_ps(_mm256_set1_ps(d * a.dy), s, acc);
-        _mm256_fmadd_ps(_mm256_set1_ps(m), a.ysum, acc)
+        *accs += m * a.ysum;
+        _mm256_fmadd_ps(_mm256_set1_ps(d * a.dy), s, acc)
     }
 }
 
@@ -546,28 +559,33 @@ impl Kernel for Q8K {
     }
 }
 
-/// Dot products of `R` weight rows (`x`, `x + stride`, ...) with one activation row `y`,
-/// `nb` blocks each, written to `out[0..R]`.
+/// Dot products of `R` weight rows (`x`, `x + stride`, ...) with one activation row whose
+/// prepared blocks are `acts` (one per block), written to `out[0..R]`.
 ///
 /// # Safety
-/// AVX2/FMA/F16C; the rows readable for `nb` blocks, `out` writable for `R` f32.
+/// AVX2/FMA/F16C; the weight rows readable for `acts.len()` blocks, `out` writable for
+/// `R` f32.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_rows<K: Kernel, const R: usize>(
-    nb: usize,
-    y: *const u8,
+    acts: &[K::Act],
     x: *const u8,
     stride: usize,
     out: *mut f32,
 ) {
     let mut acc = [_mm256_setzero_ps(); R];
     let mut accs = [0.0f32; R];
-    for b in 0..nb {
-        // SAFETY: block b of the activation row and of each weight row is readable.
+    for (b, a) in acts.iter().enumerate() {
+        // SAFETY: block b of each weight row is readable; prefetches never fault.
         unsafe {
-            let a = K::act(y.add(b * K::A_BYTES));
+            // The next pass's rows (the `R` rows after these, contiguous in a matrix),
+            // swept as far per block as this pass reads.
+            let next = x.wrapping_add(R * stride + b * R * K::W_BYTES);
+            for line in (0..R * K::W_BYTES).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(line) as *const i8);
+            }
             for j in 0..R {
-                acc[j] = K::block(x.add(j * stride + b * K::W_BYTES), &a, acc[j], &mut accs[j]);
+                acc[j] = K::block(x.add(j * stride + b * K::W_BYTES), a, acc[j], &mut accs[j]);
             }
         }
     }
@@ -580,8 +598,26 @@ unsafe fn dot_rows<K: Kernel, const R: usize>(
 /// Weight rows per pass over an activation row.
 const ROWS: usize = 4;
 
-/// `gemm_nt_q` for one kernel type: weight rows in groups of [`ROWS`] (outer, so each group
-/// is read from memory once), activation rows inner.
+/// The prepared blocks ([`Kernel::act`]) of `m` activation rows of `nb` blocks each,
+/// row after row.
+///
+/// # Safety
+/// AVX2/FMA/F16C; each row (`a_stride` bytes apart from `act`) readable for `nb` blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn prepare<K: Kernel>(m: usize, nb: usize, act: *const u8, a_stride: usize) -> Vec<K::Act> {
+    let mut acts = Vec::with_capacity(m * nb);
+    for i in 0..m {
+        for b in 0..nb {
+            // SAFETY: block b of row i is readable (caller contract).
+            acts.push(unsafe { K::act(act.add(i * a_stride + b * K::A_BYTES)) });
+        }
+    }
+    acts
+}
+
+/// `gemm_nt_q` for one kernel type: the activation blocks are prepared once, then weight
+/// rows go in groups of [`ROWS`] (outer, so each group is read from memory once),
+/// activation rows inner.
 ///
 /// # Safety
 /// AVX2/FMA/F16C; contract of [`crate::gemm_nt_q`].
@@ -598,20 +634,22 @@ unsafe fn gemm_kernel<K: Kernel>(
     c: *mut f32,
     ldc: usize,
 ) {
+    // SAFETY: the activation rows are readable (caller contract).
+    let acts = unsafe { prepare::<K>(m, nb, act, a_stride) };
     let mut j = 0;
     while j < n {
         let r = ROWS.min(n - j);
         for i in 0..m {
             let mut out = [0.0f32; ROWS];
-            // SAFETY: activation row i, weight rows j..j + r, all readable (caller contract).
+            let y = &acts[i * nb..(i + 1) * nb];
+            // SAFETY: weight rows j..j + r are readable (caller contract).
             unsafe {
-                let y = act.add(i * a_stride);
                 let x = wq.add(j * w_stride);
                 match r {
-                    4 => dot_rows::<K, 4>(nb, y, x, w_stride, out.as_mut_ptr()),
-                    3 => dot_rows::<K, 3>(nb, y, x, w_stride, out.as_mut_ptr()),
-                    2 => dot_rows::<K, 2>(nb, y, x, w_stride, out.as_mut_ptr()),
-                    _ => dot_rows::<K, 1>(nb, y, x, w_stride, out.as_mut_ptr()),
+                    4 => dot_rows::<K, 4>(y, x, w_stride, out.as_mut_ptr()),
+                    3 => dot_rows::<K, 3>(y, x, w_stride, out.as_mut_ptr()),
+                    2 => dot_rows::<K, 2>(y, x, w_stride, out.as_mut_ptr()),
+                    _ => dot_rows::<K, 1>(y, x, w_stride, out.as_mut_ptr()),
                 }
             }
             for (t, v) in out.iter().take(r).enumerate() {
@@ -635,15 +673,15 @@ pub(crate) unsafe fn vec_dot(w: QuantType, k: usize, x: *const u8, y: *const u8)
     // SAFETY: forwarded contract; `o` is one writable f32.
     unsafe {
         match w {
-            QuantType::Q4_0 => dot_rows::<Q4_0, 1>(nb, y, x, 0, o),
-            QuantType::Q4_1 => dot_rows::<Q4_1, 1>(nb, y, x, 0, o),
-            QuantType::Q5_0 => dot_rows::<Q5_0, 1>(nb, y, x, 0, o),
-            QuantType::Q5_1 => dot_rows::<Q5_1, 1>(nb, y, x, 0, o),
-            QuantType::Q8_0 => dot_rows::<Q8_0, 1>(nb, y, x, 0, o),
-            QuantType::Q4_K => dot_rows::<Q4K, 1>(nb, y, x, 0, o),
-            QuantType::Q5_K => dot_rows::<Q5K, 1>(nb, y, x, 0, o),
-            QuantType::Q6_K => dot_rows::<Q6K, 1>(nb, y, x, 0, o),
-            QuantType::Q8_K => dot_rows::<Q8K, 1>(nb, y, x, 0, o),
+            QuantType::Q4_0 => dot_rows::<Q4_0, 1>(&prepare::<Q4_0>(1, nb, y, 0), x, 0, o),
+            QuantType::Q4_1 => dot_rows::<Q4_1, 1>(&prepare::<Q4_1>(1, nb, y, 0), x, 0, o),
+            QuantType::Q5_0 => dot_rows::<Q5_0, 1>(&prepare::<Q5_0>(1, nb, y, 0), x, 0, o),
+            QuantType::Q5_1 => dot_rows::<Q5_1, 1>(&prepare::<Q5_1>(1, nb, y, 0), x, 0, o),
+            QuantType::Q8_0 => dot_rows::<Q8_0, 1>(&prepare::<Q8_0>(1, nb, y, 0), x, 0, o),
+            QuantType::Q4_K => dot_rows::<Q4K, 1>(&prepare::<Q4K>(1, nb, y, 0), x, 0, o),
+            QuantType::Q5_K => dot_rows::<Q5K, 1>(&prepare::<Q5K>(1, nb, y, 0), x, 0, o),
+            QuantType::Q6_K => dot_rows::<Q6K, 1>(&prepare::<Q6K>(1, nb, y, 0), x, 0, o),
+            QuantType::Q8_K => dot_rows::<Q8K, 1>(&prepare::<Q8K>(1, nb, y, 0), x, 0, o),
             QuantType::Q2_K | QuantType::Q3_K => return portable::vec_dot(w, k, x, y),
         }
     }

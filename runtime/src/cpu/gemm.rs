@@ -7,12 +7,12 @@
 //! from [`f32_route_rows`] rows on, the task's weight rows are dequantized to f32 and
 //! multiplied by the f32 GEMM; below (decode, short prompts), fused dots of the f32
 //! activations with the quantized blocks (`gemm_nt_qf32`). Both are as accurate as f32
-//! products of the dequantized weights. Setting the environment variable
-//! `KILN_Q8_ACTIVATIONS=1` (read once per process) makes the few-row route quantize the
-//! activations to 8 bits per block and use integer dots instead (`gemm_nt_q`, as llama.cpp
-//! does): about 0.4% RMS error per product, kept for comparison.
+//! products of the dequantized weights. An executable that
+//! [quantizes activations](super::CpuExecutable::quantize_activations) (the LLM runtime's
+//! default) runs the few-row route as llama.cpp does instead: each activation row quantized
+//! to 8 bits per block once, integer dots against the weight blocks (`gemm_nt_q`; about
+//! 0.4% RMS error per product).
 
-use super::switches::q8_activations;
 use super::team::{max_over, Team};
 use kiln_compiler::backend::cpu::matmul::{BOperand, MatmulPlan};
 use kiln_compiler::backend::cpu::JitKernel;
@@ -87,14 +87,14 @@ impl GemmKernel {
 
 /// From this many rows on, a block-quantized weight block is dequantized to f32 and
 /// multiplied with the f32 activations; below, fused quantized × f32 dots (or, with
-/// [`q8_activations`], integer dots against quantized activations). The fused kernels
+/// `q8`, integer dots against quantized activations). The fused kernels
 /// decode each weight block once per four rows, the f32 route once per task; measured on
 /// Zen 3 (one task of 1024 weight rows), the fused kernels stay faster up to about 48 rows
 /// for the 4- to 6-bit types and up to about 20 for `Q8_0`, whose blocks cost least to
 /// decode. The 8-bit-activation route keeps its own threshold of 16.
-fn f32_route_rows(q: QuantType) -> i64 {
+fn f32_route_rows(q: QuantType, q8: bool) -> i64 {
     match q {
-        _ if q8_activations() => 16,
+        _ if q8 => 16,
         QuantType::Q8_0 | QuantType::Q8_K => 16,
         _ => 32,
     }
@@ -240,7 +240,9 @@ impl From<DimError> for GemmError {
 }
 
 /// Runs `g` (for `kernel`, whose parameters' buffers are `ptrs[param index]`) with symbol
-/// values `syms` (in `kernel.symbols` order) and bindings `b`.
+/// values `syms` (in `kernel.symbols` order) and bindings `b`; `q8`: few-row products with
+/// block-quantized weights run on 8-bit activations
+/// ([`super::CpuExecutable::quantize_activations`]).
 pub(crate) fn run_gemm(
     g: &GemmKernel,
     kernel: &Kernel,
@@ -248,6 +250,7 @@ pub(crate) fn run_gemm(
     syms: &[i64],
     b: &Bindings,
     team: &Team,
+    q8: bool,
 ) -> Result<(), GemmError> {
     let plan = &g.plan;
     let threads = team.threads();
@@ -438,7 +441,7 @@ pub(crate) fn run_gemm(
                             _ => (0, 0),
                         };
                         match dtype {
-                            DType::Quant(q) if rn >= f32_route_rows(*q) => {
+                            DType::Quant(q) if rn >= f32_route_rows(*q, q8) => {
                                 // Enough rows to amortize dequantizing the weight block:
                                 // f32 weights against the exact f32 activations.
                                 pb.resize(cn as usize * k, 0.0);
@@ -469,7 +472,7 @@ pub(crate) fn run_gemm(
                                     )
                                 };
                             }
-                            DType::Quant(q) if !q8_activations() => {
+                            DType::Quant(q) if !q8 => {
                                 // Few rows (decode): the f32 activations against the
                                 // quantized blocks, fused.
                                 // SAFETY: the kernel reads rows `r0..r0 + rn` of A (`k`
@@ -490,7 +493,7 @@ pub(crate) fn run_gemm(
                                 };
                             }
                             DType::Quant(q) => {
-                                // Few rows, `KILN_Q8_ACTIVATIONS=1`: integer dots against
+                                // Few rows, quantized activations: integer dots against
                                 // activations quantized to 8 bits per block, as llama.cpp
                                 // does.
                                 let at = mk::activation_type(*q);

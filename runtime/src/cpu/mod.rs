@@ -11,4 +11,4 @@ mod team;
 
 pub use bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
 pub use executable::{CpuError, CpuExecutable, CpuOptions};
-pub use switches::q8_activations;
+pub use switches::{q8_activations, q8_activations_override};
