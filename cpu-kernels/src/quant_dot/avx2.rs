@@ -58,16 +58,20 @@ unsafe fn fp16(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
 }
 
-/// The two f16 at `p` (a block's `d` and `m`), widened with F16C: lanes 0 and 1.
+/// For a block with a minimum (`Q4_1`, `Q5_1`: f16 `d` and `m` at `p`): adds
+/// `m × dy × sum(y)` to the row's scalar accumulator and returns `d × dy` broadcast, the
+/// scale of the block's quant dot. Both f16 are widened by one F16C conversion.
 ///
 /// # Safety
 /// F16C; `p` readable for 4 bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn fp16x2(p: *const u8) -> __m128 {
+unsafe fn scale_with_min(p: *const u8, a: &Q8Act, accs: &mut f32) -> __m256 {
     // SAFETY: four readable bytes (caller contract).
     let bits = unsafe { std::ptr::read_unaligned(p as *const u32) };
-    _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
+    let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+    *accs += _mm_cvtss_f32(_mm_movehdup_ps(dm)) * a.ysum;
+    _mm256_broadcastss_ps(_mm_mul_ss(dm, _mm_set_ss(a.dy)))
 }
 
 /// f32 at `p` (any alignment).
@@ -209,11 +213,8 @@ impl Kernel for Q4_1 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn block(x: *const u8, a: &Q8Act, acc: __m256, accs: &mut f32) -> __m256 {
         // SAFETY: 20 readable bytes (caller contract).
-        let (dm, q) = unsafe { (fp16x2(x), nibbles32(x.add(4))) };
+        let (scale, q) = unsafe { (scale_with_min(x, a, accs), nibbles32(x.add(4))) };
         let s = _mm256_cvtepi32_ps(widen(_mm256_maddubs_epi16(q, a.qy)));
-        // + m * dy * sum y, in the row's scalar accumulator
-        *accs += _mm_cvtss_f32(_mm_movehdup_ps(dm)) * a.ysum;
-        let scale = _mm256_broadcastss_ps(_mm_mul_ss(dm, _mm_set_ss(a.dy)));
         _mm256_fmadd_ps(scale, s, acc)
     }
 }
@@ -256,18 +257,16 @@ impl Kernel for Q5_1 {
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn block(x: *const u8, a: &Q8Act, acc: __m256, accs: &mut f32) -> __m256 {
         // SAFETY: 24 readable bytes (caller contract).
-        let (d, m, lo, hb) = unsafe {
+        let (scale, lo, hb) = unsafe {
             (
-                fp16(x),
-                fp16(x.add(2)),
+                scale_with_min(x, a, accs),
                 nibbles32(x.add(8)),
                 bits32(x.add(4)),
             )
         };
         let q = _mm256_or_si256(lo, _mm256_and_si256(hb, _mm256_set1_epi8(0x10)));
         let s = _mm256_cvtepi32_ps(widen(_mm256_maddubs_epi16(q, a.qy)));
-        *accs += m * a.ysum;
-        _mm256_fmadd_ps(_mm256_set1_ps(d * a.dy), s, acc)
+        _mm256_fmadd_ps(scale, s, acc)
     }
 }
 
