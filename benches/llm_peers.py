@@ -8,8 +8,12 @@ What it measures, for each thread count of `--threads` (default 1,2), on one GGU
     tg<M>   decode: tokens/s of M single-token steps after a short prompt (`--tg`, default
             128; the prompt is `--tg-prompt` tokens, default 16, evaluated untimed)
 
-Each number is the median of `--reps` timed runs (default 5) after one untimed warm-up run.
-The sides (`--sides`, default all three):
+Each number is the median of `--reps` timed runs (default 5). The runs are interleaved:
+`--rounds` rounds (default: as many as reps, one timed run each) in which every side in turn
+runs each test after one untimed warm-up, so a slow spell of a shared machine (other
+tenants, the host's clock) hits every side alike instead of whichever side happened to be
+running; `--rounds 1` runs each side's reps back to back instead. The sides (`--sides`,
+default all three):
 
     llama.cpp  llama-cpp-python's `Llama(model_path, n_threads=t, n_threads_batch=t,
                n_ctx=1024, n_batch=512, n_ubatch=512, logits_all=False)`; pp times
@@ -22,7 +26,8 @@ The sides (`--sides`, default all three):
                head on the last position only, as llama.cpp does), tg is M forwards of one
                token with the cache.
     kiln       the Kiln binary (`--kiln`, default target/release/kiln) as a subprocess:
-               `kiln bench MODEL --threads T --pp 128,512 --tg 128 --reps R --json`, which
+               `kiln bench MODEL --threads T --pp 128,512 --tg 128 --reps R --json` (R: the
+               round's share of `--reps`, one by default), which
                prints one JSON object per line, {"test": "pp128", "threads": T,
                "tok_per_s": [one per rep], "median": x}. Kiln picks its own token ids and
                warm-up. If the binary is missing or fails, the side is reported as
@@ -89,6 +94,11 @@ def parse_args():
     p.add_argument("--tg", type=int, default=128, help="decode steps")
     p.add_argument("--tg-prompt", type=int, default=16, help="prompt length before decoding")
     p.add_argument("--reps", type=int, default=5, help="timed runs per test (median)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        help="interleaved rounds the reps are spread over (default: one per rep)",
+    )
     p.add_argument("--sides", default=",".join(ALL_SIDES), help="subset of kiln,llama.cpp,torch")
     p.add_argument("--kiln", default="target/release/kiln", help="Kiln binary")
     p.add_argument("--kiln-timeout", type=float, default=1800, help="seconds per kiln call")
@@ -103,6 +113,10 @@ def parse_args():
             p.error(f"unknown side {side!r} (choose from {', '.join(ALL_SIDES)})")
     if args.reps < 1:
         p.error("--reps must be at least 1")
+    if args.rounds is None:
+        args.rounds = args.reps
+    if not 1 <= args.rounds <= args.reps:
+        p.error("--rounds must be between 1 and --reps")
     return args
 
 
@@ -176,6 +190,11 @@ def timed_reps(fn, reps):
     """One untimed warm-up call of fn, then `reps` timed calls; fn returns its own seconds."""
     fn()
     return [fn() for _ in range(reps)]
+
+
+def round_reps(reps, rounds):
+    """How many timed runs each of `rounds` interleaved rounds does: `reps` in all."""
+    return [reps // rounds + (1 if i < reps % rounds else 0) for i in range(rounds)]
 
 
 def summarize(test, threads, tokens, seconds):
@@ -397,7 +416,9 @@ def render(meta, medians, tests, threads_list, sides):
         f"{meta['bw_gib']:g} GiB, best of 5): "
         + ", ".join(f"{t} thread{'s' if t > 1 else ''}: {bw / 1e9:.1f} GB/s"
                     for t, bw in meta["bandwidth"].items()),
-        f"- tok/s, median of {meta['reps']} runs after a warm-up; pp<N>: a prompt of N tokens "
+        f"- tok/s, median of {meta['reps']} runs in {meta['rounds']} interleaved round"
+        f"{'s' if meta['rounds'] > 1 else ''} (each side in turn, a warm-up per round); "
+        f"pp<N>: a prompt of N tokens "
         f"from an empty cache; tg{meta['tg']}: {meta['tg']} single-token steps after a "
         f"{meta['tg_prompt']}-token prompt",
     ]
@@ -456,6 +477,7 @@ def main():
         "python": platform.python_version(),
         "versions": {"numpy": np.__version__},
         "reps": args.reps,
+        "rounds": args.rounds,
         "tg": args.tg,
         "tg_prompt": args.tg_prompt,
         "pp": args.pp,
@@ -489,22 +511,36 @@ def main():
     for t in args.threads:
         meta["bandwidth"][t] = memory_bandwidth(t, args.bw_gib)
         log(f"threads {t}: bandwidth {meta['bandwidth'][t] / 1e9:.1f} GB/s")
-        for name, side in sides.items():
-            log(f"threads {t}: {name}")
-            try:
-                if name == "kiln":
-                    results = side.run(t, args.gguf, args)
-                else:
-                    results = side.run(t, ids, args)
-            except (KilnUnavailable, RuntimeError, OSError, ValueError) as e:
-                meta["unavailable"][f"{name} at {t} thread(s)"] = str(e)
-                print(f"{name}: unavailable ({e})", flush=True)
+        merged = {}  # (side, test) -> the result with every round's runs
+        failed = set()
+        for rnd, reps in enumerate(round_reps(args.reps, args.rounds)):
+            round_args = argparse.Namespace(**{**vars(args), "reps": reps})
+            for name, side in sides.items():
+                if name in failed:
+                    continue
+                log(f"threads {t}, round {rnd + 1}/{args.rounds}: {name}")
+                try:
+                    if name == "kiln":
+                        results = side.run(t, args.gguf, round_args)
+                    else:
+                        results = side.run(t, ids, round_args)
+                except (KilnUnavailable, RuntimeError, OSError, ValueError) as e:
+                    meta["unavailable"][f"{name} at {t} thread(s)"] = str(e)
+                    print(f"{name}: unavailable ({e})", flush=True)
+                    failed.add(name)
+                    continue
+                for r in results:
+                    log(f"  {r['test']}: {r['median']:.1f} tok/s")
+                    into = merged.setdefault((name, r["test"]), {**r, "tok_per_s": [], "seconds": []})
+                    into["tok_per_s"] += r["tok_per_s"]
+                    into["seconds"] += r.get("seconds", [])
+        for (name, test), r in merged.items():
+            if name in failed:
                 continue
-            for r in results:
-                r["side"] = name
-                raw.append(r)
-                medians[(name, t, r["test"])] = r["median"]
-                log(f"  {r['test']}: {r['median']:.1f} tok/s")
+            r["median"] = statistics.median(r["tok_per_s"])
+            r["side"] = name
+            raw.append(r)
+            medians[(name, t, test)] = r["median"]
 
     meta["load_end"] = load_average()
     table = render(meta, medians, tests, args.threads, args.sides)
