@@ -17,6 +17,7 @@
 //! `Q2_K` and `Q3_K` have no SIMD kernel and use the portable integer code.
 
 use std::arch::x86_64::*;
+use std::cell::RefCell;
 
 use kiln_ir::quant::QuantType;
 
@@ -597,21 +598,57 @@ unsafe fn dot_rows<K: Kernel, const R: usize>(
 /// Weight rows per pass over an activation row.
 const ROWS: usize = 4;
 
-/// The prepared blocks ([`Kernel::act`]) of `m` activation rows of `nb` blocks each,
-/// row after row.
+/// 32 bytes at 32-byte alignment: the unit of [`PREPARED`], which holds prepared activation
+/// blocks of any kernel type (each contains AVX2 vectors, so needs at most this alignment).
+#[derive(Clone, Copy)]
+#[repr(C, align(32))]
+struct Slot([u8; 32]);
+
+thread_local! {
+    /// Per-thread storage for [`with_prepared`]: grown to the largest product seen, never
+    /// shrunk, so decode's hundreds of products per token allocate nothing.
+    static PREPARED: RefCell<Vec<Slot>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Calls `f` with the prepared blocks ([`Kernel::act`]) of `m` activation rows of `nb`
+/// blocks each, row after row, held in this thread's [`PREPARED`] storage. `f` must not
+/// call `with_prepared` itself (the storage is borrowed while it runs).
 ///
 /// # Safety
 /// AVX2/FMA/F16C; each row (`a_stride` bytes apart from `act`) readable for `nb` blocks.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn prepare<K: Kernel>(m: usize, nb: usize, act: *const u8, a_stride: usize) -> Vec<K::Act> {
-    let mut acts = Vec::with_capacity(m * nb);
-    for i in 0..m {
-        for b in 0..nb {
-            // SAFETY: block b of row i is readable (caller contract).
-            acts.push(unsafe { K::act(act.add(i * a_stride + b * K::A_BYTES)) });
+unsafe fn with_prepared<K: Kernel, T>(
+    m: usize,
+    nb: usize,
+    act: *const u8,
+    a_stride: usize,
+    f: impl FnOnce(&[K::Act]) -> T,
+) -> T {
+    const { assert!(std::mem::align_of::<K::Act>() <= std::mem::align_of::<Slot>()) };
+    let count = m * nb;
+    let slots = (count * std::mem::size_of::<K::Act>()).div_ceil(std::mem::size_of::<Slot>());
+    PREPARED.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        if buf.len() < slots {
+            buf.resize(slots, Slot([0; 32]));
         }
-    }
-    acts
+        // The slots are 32-byte aligned and `size_of::<K::Act>()` is a multiple of its
+        // alignment (at most 32), so every element lies aligned inside the buffer.
+        let base = buf.as_mut_ptr().cast::<K::Act>();
+        for i in 0..m {
+            for b in 0..nb {
+                // SAFETY: block b of row i is readable (caller contract); element
+                // `i * nb + b < count` lies inside the buffer (`Act` is `Copy`: nothing
+                // to drop when it is overwritten).
+                unsafe {
+                    base.add(i * nb + b)
+                        .write(K::act(act.add(i * a_stride + b * K::A_BYTES)))
+                };
+            }
+        }
+        // SAFETY: the first `count` elements were just written.
+        f(unsafe { std::slice::from_raw_parts(base, count) })
+    })
 }
 
 /// `gemm_nt_q` for one kernel type: the activation blocks are prepared once, then weight
@@ -633,31 +670,33 @@ unsafe fn gemm_kernel<K: Kernel>(
     c: *mut f32,
     ldc: usize,
 ) {
-    // SAFETY: the activation rows are readable (caller contract).
-    let acts = unsafe { prepare::<K>(m, nb, act, a_stride) };
-    let mut j = 0;
-    while j < n {
-        let r = ROWS.min(n - j);
-        for i in 0..m {
-            let mut out = [0.0f32; ROWS];
-            let y = &acts[i * nb..(i + 1) * nb];
-            // SAFETY: weight rows j..j + r are readable (caller contract).
-            unsafe {
-                let x = wq.add(j * w_stride);
-                match r {
-                    4 => dot_rows::<K, 4>(y, x, w_stride, out.as_mut_ptr()),
-                    3 => dot_rows::<K, 3>(y, x, w_stride, out.as_mut_ptr()),
-                    2 => dot_rows::<K, 2>(y, x, w_stride, out.as_mut_ptr()),
-                    _ => dot_rows::<K, 1>(y, x, w_stride, out.as_mut_ptr()),
+    let body = |acts: &[K::Act]| {
+        let mut j = 0;
+        while j < n {
+            let r = ROWS.min(n - j);
+            for i in 0..m {
+                let mut out = [0.0f32; ROWS];
+                let y = &acts[i * nb..(i + 1) * nb];
+                // SAFETY: weight rows j..j + r are readable (caller contract).
+                unsafe {
+                    let x = wq.add(j * w_stride);
+                    match r {
+                        4 => dot_rows::<K, 4>(y, x, w_stride, out.as_mut_ptr()),
+                        3 => dot_rows::<K, 3>(y, x, w_stride, out.as_mut_ptr()),
+                        2 => dot_rows::<K, 2>(y, x, w_stride, out.as_mut_ptr()),
+                        _ => dot_rows::<K, 1>(y, x, w_stride, out.as_mut_ptr()),
+                    }
+                }
+                for (t, v) in out.iter().take(r).enumerate() {
+                    // SAFETY: (i, j + t) is inside C.
+                    unsafe { *c.add(i * ldc + j + t) = *v };
                 }
             }
-            for (t, v) in out.iter().take(r).enumerate() {
-                // SAFETY: (i, j + t) is inside C.
-                unsafe { *c.add(i * ldc + j + t) = *v };
-            }
+            j += r;
         }
-        j += r;
-    }
+    };
+    // SAFETY: the activation rows are readable (caller contract).
+    unsafe { with_prepared::<K, ()>(m, nb, act, a_stride, body) };
 }
 
 /// AVX2 [`crate::vec_dot_q`] (`k` already checked).
@@ -666,24 +705,9 @@ unsafe fn gemm_kernel<K: Kernel>(
 /// AVX2/FMA/F16C; contract of [`crate::vec_dot_q`].
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot(w: QuantType, k: usize, x: *const u8, y: *const u8) -> f32 {
-    let nb = k / w.block_size();
     let mut out = 0.0f32;
-    let o = &mut out as *mut f32;
-    // SAFETY: forwarded contract; `o` is one writable f32.
-    unsafe {
-        match w {
-            QuantType::Q4_0 => dot_rows::<Q4_0, 1>(&prepare::<Q4_0>(1, nb, y, 0), x, 0, o),
-            QuantType::Q4_1 => dot_rows::<Q4_1, 1>(&prepare::<Q4_1>(1, nb, y, 0), x, 0, o),
-            QuantType::Q5_0 => dot_rows::<Q5_0, 1>(&prepare::<Q5_0>(1, nb, y, 0), x, 0, o),
-            QuantType::Q5_1 => dot_rows::<Q5_1, 1>(&prepare::<Q5_1>(1, nb, y, 0), x, 0, o),
-            QuantType::Q8_0 => dot_rows::<Q8_0, 1>(&prepare::<Q8_0>(1, nb, y, 0), x, 0, o),
-            QuantType::Q4_K => dot_rows::<Q4K, 1>(&prepare::<Q4K>(1, nb, y, 0), x, 0, o),
-            QuantType::Q5_K => dot_rows::<Q5K, 1>(&prepare::<Q5K>(1, nb, y, 0), x, 0, o),
-            QuantType::Q6_K => dot_rows::<Q6K, 1>(&prepare::<Q6K>(1, nb, y, 0), x, 0, o),
-            QuantType::Q8_K => dot_rows::<Q8K, 1>(&prepare::<Q8K>(1, nb, y, 0), x, 0, o),
-            QuantType::Q2_K | QuantType::Q3_K => return portable::vec_dot(w, k, x, y),
-        }
-    }
+    // SAFETY: one activation row and one weight row (forwarded contract) into one f32.
+    unsafe { gemm_nt_q(w, 1, 1, k, y, 0, x, 0, &mut out, 1) };
     out
 }
 
