@@ -266,11 +266,30 @@ fn memory_bandwidth(c: &mut Criterion) {
     group.finish();
 }
 
+/// Quantizing one activation row for the integer-dot route (once per decode product).
+fn activation_quantization(c: &mut Criterion) {
+    let mut group = c.benchmark_group("quantize_activations");
+    group.sample_size(10);
+    group.warm_up_time(Duration::from_millis(500));
+    group.measurement_time(Duration::from_secs(2));
+    for w in [QuantType::Q4_1, QuantType::Q4_K] {
+        let k = 1536;
+        let x = values(k, 5);
+        let mut act = vec![0u8; activation_type(w).bytes_for(k).unwrap()];
+        group.throughput(Throughput::Elements(k as u64));
+        group.bench_function(BenchmarkId::new(w.name(), k), |bch| {
+            bch.iter(|| quantize_activations(w, &x, &mut act))
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     memory_bandwidth,
     f32_gemm,
     quant_matvec,
-    quant_f32_matvec
+    quant_f32_matvec,
+    activation_quantization
 );
 criterion_main!(benches);

@@ -226,6 +226,39 @@ unsafe impl Send for Shared {}
 // SAFETY: see the type's docs.
 unsafe impl Sync for Shared {}
 
+/// A's rows for every task of a launch, prepared once before the tasks run.
+struct SharedA {
+    /// The f32 rows (in place, or in `_panel`).
+    ptr: *const f32,
+    lda: usize,
+    _panel: Vec<f32>,
+    /// The rows quantized for the 8-bit-activation route (empty when not taken).
+    quantized: Vec<u8>,
+    quantized_stride: usize,
+}
+// SAFETY: the pointed-to rows are only read while the launch runs, which they outlive.
+unsafe impl Sync for SharedA {}
+
+/// Quantizes `rows` rows of `k` f32 (stride `lda`) for integer dots against weights of type
+/// `q` into `out`; returns the bytes per quantized row.
+fn quantize_rows(
+    q: QuantType,
+    a: *const f32,
+    lda: usize,
+    rows: i64,
+    k: usize,
+    out: &mut Vec<u8>,
+) -> usize {
+    let stride = mk::activation_type(q).bytes_for(k).unwrap_or(0);
+    out.resize(stride * rows as usize, 0);
+    for r in 0..rows as usize {
+        // SAFETY: row `r` of A holds `k` f32 at `a + r * lda` (the caller's operand).
+        let row = unsafe { std::slice::from_raw_parts(a.add(r * lda), k) };
+        mk::quantize_activations(q, row, &mut out[r * stride..(r + 1) * stride]);
+    }
+    stride
+}
+
 /// Why a matmul launch failed.
 pub(crate) enum GemmError {
     Dim(DimError),
@@ -306,6 +339,94 @@ pub(crate) fn run_gemm(
     let shared = Shared(args.as_ptr());
     let flops: i64 = ks.iter().sum::<i64>() * rows * cols * nbatch;
 
+    // Rows `r0..r0 + rn` of phase `p`'s A as f32 (pointer, row stride): in place when the
+    // operand is a contiguous read, else packed into `panel` by the phase's pack kernel.
+    #[allow(clippy::too_many_arguments)]
+    let prepare_a = |p: usize,
+                     args: &[(*mut u8, usize)],
+                     r0: i64,
+                     rn: i64,
+                     bb: &Bindings,
+                     s: &[i64],
+                     call_args: &mut Vec<*mut u8>,
+                     panel: &mut Vec<f32>,
+                     status: &mut i64|
+     -> Result<(*const f32, usize), GemmError> {
+        let k = ks[p] as usize;
+        Ok(match &plan.phases[p].a_direct {
+            Some((buffer, base, ld)) => {
+                let (base, ld) = (base.eval(bb)?, ld.eval(bb)?);
+                let i = param_index(*buffer).expect("a direct operand is a parameter");
+                // SAFETY: the kernel reads rows `r0..r0 + rn` of this operand.
+                let ptr = unsafe { args[i].0.cast::<f32>().add((base + ld * r0) as usize) };
+                (ptr, ld as usize)
+            }
+            None => {
+                panel.resize(rn as usize * k, 0.0);
+                call_args[args.len()] = panel.as_mut_ptr().cast();
+                // SAFETY: the pack kernel's parameters are the matmul kernel's plus the
+                // panel, which holds `rn * k` f32; symbols in `plan.symbols` order.
+                unsafe { (g.pack_a[p].entry)(call_args.as_ptr(), s.as_ptr(), 0, rn, status) };
+                (panel.as_ptr(), k)
+            }
+        })
+    };
+
+    // One row block of one batch (decode, short prompts): every task reads the same rows of
+    // A, so they are packed (and, for the 8-bit-activation route, quantized) once here
+    // instead of once per task (measured: SmolLM2 decode quantized the activations 4-8
+    // times per product, ~10% of a step at 1 thread).
+    let mut shared_a: Vec<SharedA> = Vec::new();
+    if outer == 1 && tasks > 1 {
+        let mut s: Vec<i64> = Vec::with_capacity(syms.len() + batch.len() + 4);
+        s.extend(syms);
+        s.extend(std::iter::repeat_n(0, batch.len()));
+        s.extend([0, rows, 0, cols]);
+        let mut call_args: Vec<*mut u8> = args.iter().map(|a| a.0).collect();
+        call_args.push(std::ptr::null_mut());
+        let mut bb = b.clone();
+        for v in &plan.batch_vars {
+            bb.set(v, 0);
+        }
+        let mut status = 0i64;
+        for (p, phase) in plan.phases.iter().enumerate() {
+            let mut panel = Vec::new();
+            let (ptr, lda) = prepare_a(
+                p,
+                args,
+                0,
+                rows,
+                &bb,
+                &s,
+                &mut call_args,
+                &mut panel,
+                &mut status,
+            )?;
+            let mut quantized = Vec::new();
+            let mut quantized_stride = 0;
+            if let BOperand::Direct {
+                dtype: DType::Quant(q),
+                ..
+            } = phase.b
+            {
+                if q8 && rows < f32_route_rows(q, q8) {
+                    quantized_stride =
+                        quantize_rows(q, ptr, lda, rows, ks[p] as usize, &mut quantized);
+                }
+            }
+            shared_a.push(SharedA {
+                ptr,
+                lda,
+                _panel: panel,
+                quantized,
+                quantized_stride,
+            });
+        }
+        if status != 0 {
+            return Err(GemmError::Index);
+        }
+    }
+
     let task = |t: i64| -> Result<i64, GemmError> {
         let args = shared;
         // SAFETY: `args` has one entry per kernel parameter and outlives the launch.
@@ -352,24 +473,9 @@ pub(crate) fn run_gemm(
             for (p, phase) in plan.phases.iter().enumerate() {
                 let k = ks[p] as usize;
                 // A: in place when it is a contiguous f32 read, else packed.
-                let (a_ptr, lda): (*const f32, usize) = match &phase.a_direct {
-                    Some((buffer, base, ld)) => {
-                        let (base, ld) = (base.eval(&bb)?, ld.eval(&bb)?);
-                        let i = param_index(*buffer).expect("a direct operand is a parameter");
-                        // SAFETY: the kernel reads rows `r0..r0 + rn` of this operand.
-                        let ptr = unsafe { args[i].0.cast::<f32>().add((base + ld * r0) as usize) };
-                        (ptr, ld as usize)
-                    }
-                    None => {
-                        pa.resize(rn as usize * k, 0.0);
-                        call_args[panel_slot] = pa.as_mut_ptr().cast();
-                        // SAFETY: the pack kernel's parameters are the matmul kernel's plus
-                        // the panel, which holds `rn * k` f32; symbols in `plan.symbols` order.
-                        unsafe {
-                            (g.pack_a[p].entry)(call_args.as_ptr(), s.as_ptr(), 0, rn, &mut status)
-                        };
-                        (pa.as_ptr(), k)
-                    }
+                let (a_ptr, lda) = match shared_a.get(p) {
+                    Some(a) => (a.ptr, a.lda),
+                    None => prepare_a(p, args, r0, rn, &bb, &s, &mut call_args, pa, &mut status)?,
                 };
                 let tile = tiles[p * tile_len..].as_mut_ptr();
                 match &phase.b {
@@ -496,20 +602,15 @@ pub(crate) fn run_gemm(
                                 // Few rows, quantized activations: integer dots against
                                 // activations quantized to 8 bits per block, as llama.cpp
                                 // does.
-                                let at = mk::activation_type(*q);
-                                let a_stride = at.bytes_for(k).unwrap_or(0);
-                                qa.resize(a_stride * rn as usize, 0);
-                                for r in 0..rn as usize {
-                                    // SAFETY: row `r` of A holds `k` f32 at `a_ptr + r * lda`.
-                                    let row = unsafe {
-                                        std::slice::from_raw_parts(a_ptr.add(r * lda), k)
-                                    };
-                                    mk::quantize_activations(
-                                        *q,
-                                        row,
-                                        &mut qa[r * a_stride..(r + 1) * a_stride],
-                                    );
-                                }
+                                let (qa_ptr, a_stride) = match shared_a.get(p) {
+                                    Some(a) if !a.quantized.is_empty() => {
+                                        (a.quantized.as_ptr(), a.quantized_stride)
+                                    }
+                                    _ => {
+                                        let stride = quantize_rows(*q, a_ptr, lda, rn, k, qa);
+                                        (qa.as_ptr(), stride)
+                                    }
+                                };
                                 // SAFETY: the kernel reads these blocks (checked sizes).
                                 unsafe {
                                     mk::gemm_nt_q(
@@ -517,7 +618,7 @@ pub(crate) fn run_gemm(
                                         rn as usize,
                                         cn as usize,
                                         k,
-                                        qa.as_ptr(),
+                                        qa_ptr,
                                         a_stride,
                                         buf.add(first),
                                         w_stride,
