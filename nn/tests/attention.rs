@@ -183,6 +183,69 @@ fn rope_rejects_a_wrong_head_dim_and_an_odd_rotary_dim() {
     assert!(e.to_string().contains("rotary_dim"), "{e}");
 }
 
+/// Llama 3.1's scaling as llama.cpp's converter writes it into GGUF files (`rope_freqs`:
+/// one divisor per frequency, f32), then applied as [`RopeScaling::Factors`], gives Hugging
+/// Face's `llama3` inverse frequencies to within an f32 ulp.
+#[test]
+fn rope_frequency_factors_reproduce_llama3_scaling() {
+    let mut checked = 0;
+    for case in cases("rope") {
+        let s = &case["scaling"];
+        if s["type"].as_str() != Some("llama3") {
+            continue;
+        }
+        let (factor, low, high) = (
+            s["factor"].as_f64().unwrap(),
+            s["low_freq_factor"].as_f64().unwrap(),
+            s["high_freq_factor"].as_f64().unwrap(),
+        );
+        let old = usize_of(s, "original_max_position_embeddings") as f64;
+        let plain = rotary_config(&case).with_scaling(RopeScaling::None);
+        let factors: Vec<f32> = plain
+            .inv_freq()
+            .iter()
+            .map(|&f| {
+                let wavelen = 2.0 * std::f64::consts::PI / f64::from(f);
+                let d = if wavelen < old / high {
+                    1.0
+                } else if wavelen > old / low {
+                    factor
+                } else {
+                    let smooth = (old / wavelen - low) / (high - low);
+                    1.0 / ((1.0 - smooth) / factor + smooth)
+                };
+                d as f32
+            })
+            .collect();
+        let got = plain
+            .with_scaling(RopeScaling::Factors(factors.into()))
+            .inv_freq();
+        let want = get(&case, "inv_freq");
+        for (i, (g, w)) in got.iter().zip(want.as_slice::<f32>().unwrap()).enumerate() {
+            let ulps = (g.to_bits() as i64 - w.to_bits() as i64).abs();
+            assert!(ulps <= 1, "{} [{i}]: {g} vs {w}", name(&case));
+        }
+        checked += 1;
+    }
+    assert!(checked > 0, "no llama3 RoPE fixture");
+}
+
+#[test]
+fn rope_rejects_missing_or_bad_frequency_factors() {
+    for (factors, needle) in [
+        (vec![1.0f32; 3], "4 needed"),
+        (vec![1.0, 2.0, 0.0, 1.0], "factor 2 is 0"),
+        (vec![1.0, f32::NAN, 1.0, 1.0], "factor 1 is NaN"),
+    ] {
+        let tr = Trace::new();
+        let x = tr.input("x", DType::F32, dims![1, 2, "seq", 8]);
+        let cfg = RotaryConfig::new(8, 1e4).with_scaling(RopeScaling::Factors(factors.into()));
+        let _ = RotaryEmbedding::new(&cfg).forward(&x, 0);
+        let e = tr.finish().unwrap_err();
+        assert!(e.to_string().contains(needle), "{e}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Scaled dot-product attention
 

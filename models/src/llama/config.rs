@@ -1,10 +1,11 @@
 //! [`LlamaConfig`]: the hyperparameters of a Llama-family model, from a GGUF file's metadata
 //! or a Hugging Face `config.json`.
 
-use kiln_ir::Dim;
+use kiln_ir::{DType, Dim};
 use kiln_nn::layers::{AttentionConfig, GatedMlpConfig, RMSNormConfig, RopeScaling, RotaryConfig};
 use kiln_runtime::weights::gguf::GgufFile;
 use kiln_runtime::weights::WeightError;
+use std::sync::Arc;
 
 /// Configuration of a Llama model (the fields of Hugging Face's `LlamaConfig` that shape it).
 #[derive(Clone, Debug, PartialEq)]
@@ -27,7 +28,8 @@ pub struct LlamaConfig {
     pub rms_norm_eps: f64,
     /// RoPE base.
     pub rope_theta: f64,
-    /// RoPE frequency scaling (`rope_scaling` / `rope_parameters`: none, linear, llama3).
+    /// RoPE frequency scaling (`rope_scaling` / `rope_parameters`: none, linear, llama3; from
+    /// GGUF: linear, or per-frequency factors from `rope_freqs.weight`).
     pub rope_scaling: RopeScaling,
     /// The LM head reuses the token embedding.
     pub tie_word_embeddings: bool,
@@ -71,8 +73,8 @@ impl LlamaConfig {
     }
 
     pub(super) fn attention(&self) -> AttentionConfig {
-        let rope =
-            RotaryConfig::new(self.head_dim, self.rope_theta).with_scaling(self.rope_scaling);
+        let rope = RotaryConfig::new(self.head_dim, self.rope_theta)
+            .with_scaling(self.rope_scaling.clone());
         AttentionConfig::new(
             self.hidden_size,
             self.num_attention_heads,
@@ -97,6 +99,41 @@ impl LlamaConfig {
             ..GatedMlpConfig::swiglu(self.hidden_size, self.intermediate_size)
         }
     }
+}
+
+/// The per-frequency RoPE divisors of a GGUF file (`rope_freqs.weight`, f32, one per rotated
+/// pair of a `head_dim` head: how llama.cpp's converter stores Llama 3.1's scaling), if any.
+fn rope_factors(file: &GgufFile, head_dim: usize) -> Result<Option<Arc<[f32]>>, WeightError> {
+    const NAME: &str = "rope_freqs.weight";
+    if file.info(NAME).is_none() {
+        return Ok(None);
+    }
+    let t = file.tensor(NAME)?;
+    let bad = |expected: String| WeightError::Shape {
+        tensor: NAME.into(),
+        expected,
+        got: format!("{}{:?}", t.dtype, t.shape),
+    };
+    if t.dtype != DType::F32 || t.shape != [head_dim / 2] {
+        return Err(bad(format!(
+            "f32[{}] (one factor per rotated pair of a {head_dim}-dim head)",
+            head_dim / 2
+        )));
+    }
+    let factors: Vec<f32> = t
+        .bytes
+        .as_slice()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if let Some((i, x)) = factors
+        .iter()
+        .enumerate()
+        .find(|(_, x)| !(x.is_finite() && **x > 0.0))
+    {
+        return Err(bad(format!("finite positive factors (factor {i} is {x})")));
+    }
+    Ok(Some(factors.into()))
 }
 
 impl LlamaConfig {
@@ -155,12 +192,18 @@ impl LlamaConfig {
                 ))
             }
         };
-        if file.info("rope_freqs.weight").is_some() {
-            return Err(meta_err(
-                "rope_freqs.weight",
-                "per-frequency RoPE factors (Llama 3.1 scaling) are not supported yet".into(),
-            ));
-        }
+        let rope_scaling = match rope_factors(file, head_dim)? {
+            None => rope_scaling,
+            Some(f) if rope_scaling == RopeScaling::None => RopeScaling::Factors(f),
+            Some(_) => {
+                return Err(meta_err(
+                    &key("rope.scaling.type"),
+                    "RoPE scaling together with per-frequency factors (`rope_freqs.weight`) \
+                     is not supported"
+                        .into(),
+                ))
+            }
+        };
         let qkv_bias = file.info("blk.0.attn_q.bias").is_some();
         Ok(LlamaConfig {
             vocab_size,

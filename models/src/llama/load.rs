@@ -3,6 +3,7 @@
 
 use super::{gguf, LlamaConfig, LlamaForCausalLM};
 use kiln_ir::{DType, Graph};
+use kiln_nn::layers::RopeScaling;
 use kiln_nn::{dims, Module, Trace};
 use kiln_runtime::llm::LmGraphs;
 use kiln_runtime::weights::gguf::GgufFile;
@@ -58,6 +59,10 @@ impl LoadedLlama {
             weights.insert(name, t);
         }
         let mut unused = loaded.unmapped;
+        // The RoPE factors are read into the configuration.
+        if matches!(config.rope_scaling, RopeScaling::Factors(_)) {
+            unused.retain(|n| n != "rope_freqs.weight");
+        }
         let keys: std::collections::HashSet<String> = model.state_dict_keys().into_iter().collect();
         for (name, t) in &weights {
             if !keys.contains(name) {

@@ -1,9 +1,10 @@
 //! `RotaryEmbedding`: rotary position embeddings (RoPE), with Hugging Face's half-split layout
-//! or GPT-J's interleaved pairs, partial rotation and linear or Llama-3 frequency scaling.
+//! or GPT-J's interleaved pairs, partial rotation and linear, Llama-3 or per-frequency scaling.
 
 use crate::Tensor;
 use kiln_ir::{DType, Dim};
 use std::panic::Location;
+use std::sync::Arc;
 
 /// Which dims of a head are rotated together.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -16,7 +17,7 @@ pub enum RopeConvention {
 }
 
 /// How the inverse frequencies are rescaled for longer contexts.
-#[derive(Clone, Copy, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default)]
 pub enum RopeScaling {
     /// Plain RoPE.
     #[default]
@@ -39,6 +40,9 @@ pub enum RopeScaling {
         /// The context length the model was pretrained with (8192 for Llama 3).
         original_max_position_embeddings: usize,
     },
+    /// Frequency `i` divided by `factors[i]` (one per rotated pair): how llama.cpp's GGUF
+    /// files carry Llama 3.1's scaling (the `rope_freqs.weight` tensor), already evaluated.
+    Factors(Arc<[f32]>),
 }
 
 /// Configuration of a [`RotaryEmbedding`].
@@ -95,15 +99,20 @@ impl RotaryConfig {
                 let e = (2 * i) as f32 / dim as f32;
                 let p = self.theta.powf(f64::from(e)) as f32;
                 let inv = (1.0 / f64::from(p)) as f32;
-                self.scale(inv)
+                self.scale(i, inv)
             })
             .collect()
     }
 
-    fn scale(&self, inv: f32) -> f32 {
+    /// Inverse frequency `i` after the configured scaling.
+    fn scale(&self, i: usize, inv: f32) -> f32 {
         match self.scaling {
             RopeScaling::None => inv,
             RopeScaling::Linear { factor } => (f64::from(inv) / factor) as f32,
+            // A missing factor is reported by `check` when the layer is used.
+            RopeScaling::Factors(ref factors) => {
+                (f64::from(inv) / f64::from(factors.get(i).copied().unwrap_or(1.0))) as f32
+            }
             RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,
@@ -137,6 +146,26 @@ impl RotaryConfig {
                 "RoPE rotary_dim must be even, positive and at most head_dim {}, got {}",
                 self.head_dim, self.rotary_dim
             ));
+        }
+        if let RopeScaling::Factors(f) = &self.scaling {
+            if f.len() != self.rotary_dim / 2 {
+                return Err(format!(
+                    "RoPE frequency factors: {} given, {} needed (one per rotated pair of {} \
+                     dims)",
+                    f.len(),
+                    self.rotary_dim / 2,
+                    self.rotary_dim
+                ));
+            }
+            if let Some((i, x)) = f
+                .iter()
+                .enumerate()
+                .find(|(_, x)| !(x.is_finite() && **x > 0.0))
+            {
+                return Err(format!(
+                    "RoPE frequency factor {i} is {x}; factors must be finite and positive"
+                ));
+            }
         }
         Ok(())
     }
