@@ -101,16 +101,18 @@ impl LlamaConfig {
     }
 }
 
+/// The GGUF tensor holding per-frequency RoPE divisors (Llama 3.1 files).
+pub(super) const ROPE_FREQS: &str = "rope_freqs.weight";
+
 /// The per-frequency RoPE divisors of a GGUF file (`rope_freqs.weight`, f32, one per rotated
 /// pair of a `head_dim` head: how llama.cpp's converter stores Llama 3.1's scaling), if any.
 fn rope_factors(file: &GgufFile, head_dim: usize) -> Result<Option<Arc<[f32]>>, WeightError> {
-    const NAME: &str = "rope_freqs.weight";
-    if file.info(NAME).is_none() {
+    let Some(info) = file.info(ROPE_FREQS) else {
         return Ok(None);
-    }
-    let t = file.tensor(NAME)?;
+    };
+    let t = file.tensor(ROPE_FREQS)?;
     let bad = |expected: String| WeightError::Shape {
-        tensor: NAME.into(),
+        tensor: ROPE_FREQS.into(),
         expected,
         got: format!("{}{:?}", t.dtype, t.shape),
     };
@@ -120,19 +122,13 @@ fn rope_factors(file: &GgufFile, head_dim: usize) -> Result<Option<Arc<[f32]>>, 
             head_dim / 2
         )));
     }
-    let factors: Vec<f32> = t
-        .bytes
-        .as_slice()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    if let Some((i, x)) = factors
-        .iter()
-        .enumerate()
-        .find(|(_, x)| !(x.is_finite() && **x > 0.0))
-    {
-        return Err(bad(format!("finite positive factors (factor {i} is {x})")));
-    }
+    let tensor = t.to_tensor()?;
+    let factors = tensor.as_slice::<f32>().expect("checked: an f32 tensor");
+    RopeScaling::check_factors(factors, head_dim / 2).map_err(|why| WeightError::Malformed {
+        file: file.name().to_string(),
+        offset: info.offset,
+        what: format!("tensor `{ROPE_FREQS}`: {why}"),
+    })?;
     Ok(Some(factors.into()))
 }
 

@@ -61,7 +61,7 @@ impl LoadedLlama {
         let mut unused = loaded.unmapped;
         // The RoPE factors are read into the configuration.
         if matches!(config.rope_scaling, RopeScaling::Factors(_)) {
-            unused.retain(|n| n != "rope_freqs.weight");
+            unused.retain(|n| n != super::config::ROPE_FREQS);
         }
         let keys: std::collections::HashSet<String> = model.state_dict_keys().into_iter().collect();
         for (name, t) in &weights {

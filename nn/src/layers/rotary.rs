@@ -45,6 +45,31 @@ pub enum RopeScaling {
     Factors(Arc<[f32]>),
 }
 
+impl RopeScaling {
+    /// Checks `factors` for [`RopeScaling::Factors`] over `pairs` rotated pairs: one per
+    /// pair, each finite and positive.
+    pub fn check_factors(factors: &[f32], pairs: usize) -> Result<(), String> {
+        if factors.len() != pairs {
+            return Err(format!(
+                "RoPE frequency factors: {} given, {pairs} needed (one per rotated pair of {} \
+                 dims)",
+                factors.len(),
+                2 * pairs
+            ));
+        }
+        match factors
+            .iter()
+            .enumerate()
+            .find(|(_, x)| !(x.is_finite() && **x > 0.0))
+        {
+            Some((i, x)) => Err(format!(
+                "RoPE frequency factor {i} is {x}; factors must be finite and positive"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Configuration of a [`RotaryEmbedding`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct RotaryConfig {
@@ -147,27 +172,10 @@ impl RotaryConfig {
                 self.head_dim, self.rotary_dim
             ));
         }
-        if let RopeScaling::Factors(f) = &self.scaling {
-            if f.len() != self.rotary_dim / 2 {
-                return Err(format!(
-                    "RoPE frequency factors: {} given, {} needed (one per rotated pair of {} \
-                     dims)",
-                    f.len(),
-                    self.rotary_dim / 2,
-                    self.rotary_dim
-                ));
-            }
-            if let Some((i, x)) = f
-                .iter()
-                .enumerate()
-                .find(|(_, x)| !(x.is_finite() && **x > 0.0))
-            {
-                return Err(format!(
-                    "RoPE frequency factor {i} is {x}; factors must be finite and positive"
-                ));
-            }
+        match &self.scaling {
+            RopeScaling::Factors(f) => RopeScaling::check_factors(f, self.rotary_dim / 2),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 

@@ -269,9 +269,10 @@ impl CpuExecutable {
     /// Off (the default): products of few activation rows (decode) with block-quantized
     /// weights multiply the f32 activations with the weight blocks, exact to f32 rounding.
     /// On: they quantize each activation row to 8 bits per block once and use integer dot
-    /// products, as llama.cpp does (about 0.4% RMS error per product; on SmolLM2 decode
-    /// 1.15-1.35x faster on a Zen 1 host, 2 and 1 threads). Many-row products (prefill) always multiply in
-    /// f32. `KILN_Q8_ACTIVATIONS=1`/`=0` overrides this for every executable.
+    /// products, as llama.cpp does (about 0.4% RMS error per product; SmolLM2 decode
+    /// 1.4-1.5x faster on a Zen 1 host at 1 and 2 threads). Many-row products (prefill)
+    /// always multiply in f32. `KILN_Q8_ACTIVATIONS=1`/`=0` overrides this for every
+    /// executable.
     pub fn quantize_activations(&mut self, on: bool) {
         self.q8_activations = on;
     }

@@ -100,6 +100,27 @@ fn f32_route_rows(q: QuantType, q8: bool) -> i64 {
     }
 }
 
+/// How `rows` activation rows multiply a block-quantized weight of type `q`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum QuantRoute {
+    /// Weight rows dequantized to f32, then the f32 GEMM.
+    Dequantized,
+    /// Fused dots of the f32 activations with the quantized blocks.
+    F32Activations,
+    /// Integer dots against activations quantized to 8 bits per block.
+    Q8Activations,
+}
+
+fn quant_route(q: QuantType, rows: i64, q8: bool) -> QuantRoute {
+    if rows >= f32_route_rows(q, q8) {
+        QuantRoute::Dequantized
+    } else if q8 {
+        QuantRoute::Q8Activations
+    } else {
+        QuantRoute::F32Activations
+    }
+}
+
 /// Rows per task (a multiple of the f32 micro-kernel's 6-row panels).
 const ROW_BLOCK: i64 = 96;
 /// Rows per task when a right operand is block-quantized: each task dequantizes its weight
@@ -226,18 +247,35 @@ unsafe impl Send for Shared {}
 // SAFETY: see the type's docs.
 unsafe impl Sync for Shared {}
 
-/// A's rows for every task of a launch, prepared once before the tasks run.
+/// One phase's A rows for every task of a launch, prepared once before the tasks run.
+#[derive(Default)]
 struct SharedA {
-    /// The f32 rows (in place, or in `_panel`).
-    ptr: *const f32,
+    /// The f32 rows (in place, or in `panel`); set by the launch that uses it.
+    ptr: Option<*const f32>,
     lda: usize,
-    _panel: Vec<f32>,
-    /// The rows quantized for the 8-bit-activation route (empty when not taken).
+    panel: Vec<f32>,
+    /// The rows quantized for the 8-bit-activation route, and the bytes per row (`None`
+    /// when the launch does not take that route).
     quantized: Vec<u8>,
-    quantized_stride: usize,
+    quantized_stride: Option<usize>,
 }
-// SAFETY: the pointed-to rows are only read while the launch runs, which they outlive.
+// SAFETY: workers only read the prepared rows, while the launch that prepared them runs.
 unsafe impl Sync for SharedA {}
+
+/// The calling thread's buffers for preparing A once per launch ([`SharedA`] per phase,
+/// the symbol values and argument list of the pack kernels), kept between launches so
+/// decode allocates nothing for them.
+#[derive(Default)]
+struct PreparedA {
+    syms: Vec<i64>,
+    call_args: Vec<*mut u8>,
+    phases: Vec<SharedA>,
+}
+
+thread_local! {
+    /// Taken by a launch that prepares A and put back when it ends.
+    static PREPARED_A: std::cell::Cell<PreparedA> = std::cell::Cell::new(PreparedA::default());
+}
 
 /// Quantizes `rows` rows of `k` f32 (stride `lda`) for integer dots against weights of type
 /// `q` into `out`; returns the bytes per quantized row.
@@ -376,56 +414,66 @@ pub(crate) fn run_gemm(
     // A, so they are packed (and, for the 8-bit-activation route, quantized) once here
     // instead of once per task (measured: SmolLM2 decode quantized the activations 4-8
     // times per product, ~10% of a step at 1 thread).
-    let mut shared_a: Vec<SharedA> = Vec::new();
-    if outer == 1 && tasks > 1 {
-        let mut s: Vec<i64> = Vec::with_capacity(syms.len() + batch.len() + 4);
+    let share_a = outer == 1 && tasks > 1;
+    let mut prepared = PREPARED_A.take();
+    if share_a {
+        let PreparedA {
+            syms: s,
+            call_args,
+            phases,
+        } = &mut prepared;
+        s.clear();
         s.extend(syms);
         s.extend(std::iter::repeat_n(0, batch.len()));
         s.extend([0, rows, 0, cols]);
-        let mut call_args: Vec<*mut u8> = args.iter().map(|a| a.0).collect();
+        call_args.clear();
+        call_args.extend(args.iter().map(|a| a.0));
         call_args.push(std::ptr::null_mut());
-        let mut bb = b.clone();
-        for v in &plan.batch_vars {
-            bb.set(v, 0);
-        }
+        // Every batch variable is 0 (one batch); bound only where an offset needs them.
+        let bb = if g.batch_offsets {
+            let mut bb = b.clone();
+            for v in &plan.batch_vars {
+                bb.set(v, 0);
+            }
+            std::borrow::Cow::Owned(bb)
+        } else {
+            std::borrow::Cow::Borrowed(b)
+        };
+        phases.resize_with(phases.len().max(plan.phases.len()), SharedA::default);
         let mut status = 0i64;
-        for (p, phase) in plan.phases.iter().enumerate() {
-            let mut panel = Vec::new();
+        for ((p, phase), a) in plan.phases.iter().enumerate().zip(phases.iter_mut()) {
             let (ptr, lda) = prepare_a(
                 p,
                 args,
                 0,
                 rows,
                 &bb,
-                &s,
-                &mut call_args,
-                &mut panel,
+                s,
+                call_args,
+                &mut a.panel,
                 &mut status,
             )?;
-            let mut quantized = Vec::new();
-            let mut quantized_stride = 0;
-            if let BOperand::Direct {
-                dtype: DType::Quant(q),
-                ..
-            } = phase.b
-            {
-                if q8 && rows < f32_route_rows(q, q8) {
-                    quantized_stride =
-                        quantize_rows(q, ptr, lda, rows, ks[p] as usize, &mut quantized);
-                }
-            }
-            shared_a.push(SharedA {
-                ptr,
-                lda,
-                _panel: panel,
-                quantized,
-                quantized_stride,
-            });
+            (a.ptr, a.lda) = (Some(ptr), lda);
+            a.quantized_stride =
+                match phase.b {
+                    BOperand::Direct {
+                        dtype: DType::Quant(q),
+                        ..
+                    } if quant_route(q, rows, q8) == QuantRoute::Q8Activations => Some(
+                        quantize_rows(q, ptr, lda, rows, ks[p] as usize, &mut a.quantized),
+                    ),
+                    _ => None,
+                };
         }
         if status != 0 {
             return Err(GemmError::Index);
         }
     }
+    let shared_a: &[SharedA] = if share_a {
+        &prepared.phases[..plan.phases.len()]
+    } else {
+        &[]
+    };
 
     let task = |t: i64| -> Result<i64, GemmError> {
         let args = shared;
@@ -474,8 +522,12 @@ pub(crate) fn run_gemm(
                 let k = ks[p] as usize;
                 // A: in place when it is a contiguous f32 read, else packed.
                 let (a_ptr, lda) = match shared_a.get(p) {
-                    Some(a) => (a.ptr, a.lda),
-                    None => prepare_a(p, args, r0, rn, &bb, &s, &mut call_args, pa, &mut status)?,
+                    Some(SharedA {
+                        ptr: Some(ptr),
+                        lda,
+                        ..
+                    }) => (*ptr, *lda),
+                    _ => prepare_a(p, args, r0, rn, &bb, &s, &mut call_args, pa, &mut status)?,
                 };
                 let tile = tiles[p * tile_len..].as_mut_ptr();
                 match &phase.b {
@@ -547,7 +599,9 @@ pub(crate) fn run_gemm(
                             _ => (0, 0),
                         };
                         match dtype {
-                            DType::Quant(q) if rn >= f32_route_rows(*q, q8) => {
+                            DType::Quant(q)
+                                if quant_route(*q, rn, q8) == QuantRoute::Dequantized =>
+                            {
                                 // Enough rows to amortize dequantizing the weight block:
                                 // f32 weights against the exact f32 activations.
                                 pb.resize(cn as usize * k, 0.0);
@@ -578,7 +632,9 @@ pub(crate) fn run_gemm(
                                     )
                                 };
                             }
-                            DType::Quant(q) if !q8 => {
+                            DType::Quant(q)
+                                if quant_route(*q, rn, q8) == QuantRoute::F32Activations =>
+                            {
                                 // Few rows (decode): the f32 activations against the
                                 // quantized blocks, fused.
                                 // SAFETY: the kernel reads rows `r0..r0 + rn` of A (`k`
@@ -603,9 +659,11 @@ pub(crate) fn run_gemm(
                                 // activations quantized to 8 bits per block, as llama.cpp
                                 // does.
                                 let (qa_ptr, a_stride) = match shared_a.get(p) {
-                                    Some(a) if !a.quantized.is_empty() => {
-                                        (a.quantized.as_ptr(), a.quantized_stride)
-                                    }
+                                    Some(SharedA {
+                                        quantized,
+                                        quantized_stride: Some(stride),
+                                        ..
+                                    }) => (quantized.as_ptr(), *stride),
                                     _ => {
                                         let stride = quantize_rows(*q, a_ptr, lda, rn, k, qa);
                                         (qa.as_ptr(), stride)
@@ -662,7 +720,12 @@ pub(crate) fn run_gemm(
     let parallel = threads > 1 && tasks > 1 && flops >= 1 << 16;
     let status = max_over(parallel.then_some(team), tasks as usize, &|t| {
         task(t as i64)
-    })?;
+    });
+    for a in &mut prepared.phases {
+        a.ptr = None;
+    }
+    PREPARED_A.set(prepared);
+    let status = status?;
     if status != 0 {
         return Err(GemmError::Index);
     }
