@@ -7,7 +7,7 @@
 //! module registers its address and an ahead-of-time object links against it. Ops and dtypes
 //! cross the C boundary as small codes ([`unary_code`], [`dtype_code`], ...).
 
-use kiln_ir::numerics::{binary_float, binary_int, round_float, unary_float, wrap_int};
+use kiln_ir::numerics::{binary_float, binary_int, round_float, unary_rounded, wrap_int};
 use kiln_ir::quant::{dequantize_block, QuantType};
 use kiln_ir::{BinaryOp, DType, UnaryOp};
 use std::cell::RefCell;
@@ -53,11 +53,12 @@ fn dtype(code: u32) -> DType {
     DTYPES.get(code as usize).copied().unwrap_or(DType::F64)
 }
 
-/// `round(op(x))` to the float dtype `dtype`, computed in f64 as the interpreter does.
+/// `op(x)` rounded to the float dtype `dtype`, as the interpreter computes it
+/// ([`unary_rounded`]).
 #[no_mangle]
 pub extern "C" fn kiln_unary_f64(op: u32, dtype_code: u32, x: f64) -> f64 {
     let op = UNARY.get(op as usize).copied().unwrap_or(UnaryOp::Neg);
-    round_float(dtype(dtype_code), unary_float(op, x))
+    unary_rounded(op, dtype(dtype_code), x)
 }
 
 /// `round(op(a, b))` to the float dtype `dtype` (used for `pow` and `mod`).

@@ -1,13 +1,17 @@
-//! The CPU backend's inline `exp` and `tanh` (computed in f64, rounded once) against the
-//! interpreter's `round(f64 exp)`: at most one f32 ulp apart anywhere, equal almost always,
-//! with the special values (NaN, infinities, overflow, underflow, signed zero) exact.
+//! The CPU backend's inline `exp` and `tanh` against the interpreter. `exp` of f32 is defined
+//! by an algorithm in f32 operations (`kiln_ir::numerics::exp_f32`) that the backend repeats:
+//! bit for bit. `tanh` is computed in f64 and rounded once, the interpreter's is correctly
+//! rounded: at most one f32 ulp apart anywhere, equal almost always (at most 1 in 1000). The
+//! special values (NaN, infinities, overflow, underflow, signed zero) are exact.
 
 use kiln_compiler::compile;
 use kiln_ir::interp::{run, Env};
 use kiln_ir::{Bindings, DType, Dim, Graph, Shape, Tensor};
 use kiln_runtime::{CpuExecutable, CpuOptions};
 
-fn check(op: &str) {
+/// `op` over special and random inputs: every result within 1 ulp of the interpreter's, and
+/// at most `max_differ` of them an ulp off.
+fn check(op: &str, max_differ: f64) {
     let mut values: Vec<f32> = vec![
         0.0,
         -0.0,
@@ -75,15 +79,18 @@ fn check(op: &str) {
             );
         }
     }
-    assert!(differ * 1000 <= n, "{op}: {differ} of {n} differ by an ulp");
+    assert!(
+        differ as f64 <= max_differ * n as f64,
+        "{op}: {differ} of {n} differ by an ulp"
+    );
 }
 
 #[test]
 fn exp_matches_the_interpreter() {
-    check("exp");
+    check("exp", 0.0);
 }
 
 #[test]
 fn tanh_matches_the_interpreter() {
-    check("tanh");
+    check("tanh", 0.001);
 }

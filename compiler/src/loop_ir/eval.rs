@@ -364,7 +364,7 @@ impl Evaluator<'_> {
 // ---- numerics: the interpreter's own (`kiln_ir::numerics`), so results agree bit for bit ----
 
 use kiln_ir::numerics::{
-    binary_float, binary_int, compare, float_to_int, int_to_float, round_float, unary_float,
+    binary_float, binary_int, compare, float_to_int, int_to_float, round_float, unary_rounded,
     wrap_int,
 };
 
@@ -385,7 +385,7 @@ fn cast(to: DType, x: Val) -> Val {
 fn unary(u: UnaryOp, d: DType, x: Val) -> Option<Val> {
     Some(match x {
         Val::F(_) if u == UnaryOp::Not => return None,
-        Val::F(x) => Val::F(round_float(d, unary_float(u, x))),
+        Val::F(x) => Val::F(unary_rounded(u, d, x)),
         Val::I(x) => Val::I(wrap_int(
             d,
             match u {

@@ -5,7 +5,7 @@ use super::value::{for_each_index, prod, Data, Value};
 use super::EvalError;
 use crate::dtype::{DType, Scalar};
 use crate::numerics::{
-    binary_float, binary_int, compare, float_to_int, int_to_float, round_float, unary_float,
+    binary_float, binary_int, compare, float_to_int, int_to_float, round_float, unary_rounded,
     wrap_int,
 };
 use crate::op::{BinaryOp, UnaryOp};
@@ -14,11 +14,7 @@ use crate::op::{BinaryOp, UnaryOp};
 pub(crate) fn unary(ctx: &Ctx, u: UnaryOp, x: &Value) -> Result<Value, EvalError> {
     let d = x.dtype;
     let data = match &x.data {
-        Data::F(v) => Data::F(
-            v.iter()
-                .map(|&a| round_float(d, unary_float(u, a)))
-                .collect(),
-        ),
+        Data::F(v) => Data::F(v.iter().map(|&a| unary_rounded(u, d, a)).collect()),
         Data::I(v) => {
             let f: fn(i64) -> i64 = match u {
                 UnaryOp::Neg => i64::wrapping_neg,

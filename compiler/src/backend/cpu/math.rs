@@ -1,28 +1,49 @@
-//! Inline transcendental functions for values held as f32 (f32, f16, bf16): computed in f64
-//! to about 1e-16 relative error and rounded once, so the result is the interpreter's
-//! correctly rounded `round(exp(x))` except in the rare case where the f64 value lies within
-//! ~1e-16 of a rounding boundary. No call, so Cranelift can schedule and hoist around it.
+//! Inline transcendental functions for values held as f32 (f32, f16, bf16). No call, so
+//! Cranelift can schedule and hoist around them.
 //!
-//! Each function has a scalar form (an `f64` value) and a vector form (an `f64x2` value, for
+//! - `exp` ([`exp_f32`]) is the IR's definition of `exp` on f32-held values,
+//!   [`kiln_ir::numerics::exp_f32`] (f32 operations, within 1 ulp of the true value), repeated
+//!   operation for operation: bit for bit the interpreter's result. It costs a fifth of the
+//!   f64 evaluation below, and `exp` is the costly part of softmax and SiLU.
+//! - `tanh` ([`tanh_f64_for_f32`]) is computed in f64 to about 1e-16 relative error (through
+//!   [`exp_f64_for_f32`]) and rounded once, so it is the interpreter's correctly rounded
+//!   value except where the f64 value lies within ~1e-16 of a rounding boundary.
+//!
+//! Each function has a scalar form and a vector form (`f32x4`, `f64x2`, for
 //! [`super::codegen::vector`]); both run the same sequence of correctly rounded IEEE
-//! operations (the shared `exp_poly` core), so the vector code computes bit for bit what
-//! the scalar code computes, lane by lane. They differ only where no rounding is involved:
-//! the clamp (a compare-and-select, equal to `fmax`/`fmin` for every non-NaN input; a NaN
-//! input stays NaN either way) and how `2^n` is formed from the integral `n` (a saturating
-//! conversion in the scalar form, the `1.5 * 2^52` bias trick in the vector form: x86 has no
-//! `f64x2 -> i64x2` conversion before AVX-512).
+//! operations, so the vector code computes bit for bit what the scalar code computes, lane by
+//! lane. They differ only where no rounding is involved: the clamp (a compare-and-select,
+//! equal to `fmax`/`fmin` for every non-NaN input; a NaN input stays NaN either way) and, in
+//! f64, how `2^n` is formed from the integral `n` (a saturating conversion in the scalar form,
+//! the `1.5 * 2^52` bias trick in the vector form: x86 has no `f64x2 -> i64x2` conversion
+//! before AVX-512).
 
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::FunctionBuilder;
+use kiln_ir::numerics::{EXP_F32_HIGH, EXP_F32_LN2_HI, EXP_F32_LN2_LO, EXP_F32_LOW, EXP_F32_POLY};
 
-/// An f64 constant of type `ty` (`f64`, or splat into `f64x2`).
+/// A float constant of type `ty` (`f64` or `f32`, or splat into `f64x2` / `f32x4`).
 fn konst(b: &mut FunctionBuilder<'_>, ty: Type, v: f64) -> Value {
-    let c = b.ins().f64const(v);
-    if ty == types::F64 {
-        c
+    let c = if ty.lane_type() == types::F32 {
+        b.ins().f32const(v as f32)
     } else {
+        b.ins().f64const(v)
+    };
+    if ty.is_vector() {
         b.ins().splat(ty, c)
+    } else {
+        c
+    }
+}
+
+/// An i32 constant of type `ty` (`i32`, or splat into `i32x4`).
+fn int_konst(b: &mut FunctionBuilder<'_>, ty: Type, v: i64) -> Value {
+    let c = b.ins().iconst(types::I32, v);
+    if ty.is_vector() {
+        b.ins().splat(ty, c)
+    } else {
+        c
     }
 }
 
@@ -95,6 +116,54 @@ fn exp_poly(b: &mut FunctionBuilder<'_>, x: Value) -> (Value, Value) {
     let t = b.ins().fmul(q2, r8);
     let p = b.ins().fadd(lo, t);
     (p, n)
+}
+
+/// `exp(x)` of an `f32` or `f32x4` `x`: [`kiln_ir::numerics::exp_f32`], operation for
+/// operation (its docs give the steps), so bit for bit the interpreter's value.
+pub fn exp_f32(b: &mut FunctionBuilder<'_>, x: Value) -> Value {
+    let ty = b.func.dfg.value_type(x);
+    let ity = if ty.is_vector() {
+        types::I32X4
+    } else {
+        types::I32
+    };
+    let x = clamp(b, x, EXP_F32_LOW.into(), EXP_F32_HIGH.into());
+    // x = n ln2 + r, |r| <= ln2 / 2.
+    let log2e = konst(b, ty, std::f32::consts::LOG2_E.into());
+    let t = b.ins().fmul(x, log2e);
+    let n = b.ins().nearest(t);
+    let hi = konst(b, ty, EXP_F32_LN2_HI.into());
+    let lo = konst(b, ty, EXP_F32_LN2_LO.into());
+    let nh = b.ins().fmul(n, hi);
+    let r = b.ins().fsub(x, nh);
+    let nl = b.ins().fmul(n, lo);
+    let r = b.ins().fsub(r, nl);
+    // exp(r) = 1 + (r + r^2 q(r)), q by Horner.
+    let mut q = konst(b, ty, f32::from_bits(EXP_F32_POLY[4]) as f64);
+    for &c in EXP_F32_POLY[..4].iter().rev() {
+        let c = konst(b, ty, f32::from_bits(c) as f64);
+        let m = b.ins().fmul(q, r);
+        q = b.ins().fadd(m, c);
+    }
+    let r2 = b.ins().fmul(r, r);
+    let y = b.ins().fmul(r2, q);
+    let y = b.ins().fadd(y, r);
+    let one = konst(b, ty, 1.0);
+    let p = b.ins().fadd(y, one);
+    // 2^n as 2^n1 * 2^n2 (n1 = floor(n / 2)); the saturating conversion maps NaN to 0.
+    let ni = b.ins().fcvt_to_sint_sat(ity, n);
+    let n1 = b.ins().sshr_imm_u(ni, 1);
+    let n2 = b.ins().isub(ni, n1);
+    let bias = int_konst(b, ity, 127);
+    let scale = |b: &mut FunctionBuilder<'_>, e: Value| {
+        let biased = b.ins().iadd(e, bias);
+        let bits = b.ins().ishl_imm_u(biased, 23);
+        b.ins().bitcast(ty, MemFlagsData::new(), bits)
+    };
+    let s1 = scale(b, n1);
+    let s2 = scale(b, n2);
+    let p = b.ins().fmul(p, s1);
+    b.ins().fmul(p, s2)
 }
 
 /// The lower clamp of [`exp_f64_for_f32`]: `exp` of anything below rounds to +0 in every

@@ -1434,12 +1434,12 @@ impl<M: Module> Emitter<'_, '_, M> {
         }))
     }
 
-    /// `exp` of four f32-held lanes: [`math`]'s f64 algorithm on two halves, rounded once.
+    /// `exp` of four f32 lanes: [`math::exp_f32`], the scalar code's algorithm lane by lane.
     /// When every lane is below the algorithm's lower clamp (-110, where every f32-held
     /// format rounds `exp` to +0: masked attention scores are -inf), the polynomial is
     /// skipped and the result is +0 in every lane, the value it would have computed.
     fn exp_f32x4(&mut self, x: Value) -> Value {
-        let floor = self.splat_f32(math::EXP_F32_ZERO_BELOW as f32);
+        let floor = self.splat_f32(kiln_ir::numerics::EXP_F32_LOW);
         let under = self.b.ins().fcmp(FloatCC::LessThan, x, floor);
         let all_under = self.b.ins().vall_true(under);
         let (full, join) = (self.b.create_block(), self.b.create_block());
@@ -1449,10 +1449,7 @@ impl<M: Module> Emitter<'_, '_, M> {
             .ins()
             .brif(all_under, join, &[zero.into()], full, &[]);
         self.b.switch_to_block(full);
-        let (lo, hi) = self.widen_f32(x);
-        let lo = math::exp_f64x2_for_f32(&mut self.b, lo);
-        let hi = math::exp_f64x2_for_f32(&mut self.b, hi);
-        let e = self.narrow_f64(lo, hi);
+        let e = math::exp_f32(&mut self.b, x);
         self.b.ins().jump(join, &[e.into()]);
         self.b.switch_to_block(join);
         r
