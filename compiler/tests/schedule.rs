@@ -524,6 +524,63 @@ fn matmul_with_bias_activation_residual_is_one_kernel() {
     }
 }
 
+/// Causal attention scores: `softmax(where(k > q + past, -inf, (q @ k^T) * scale))`. The
+/// softmax needs the scores stored, and the scale and mask, used only on the way to the
+/// softmax, are stored with them: they run once in the product's epilogue, and the softmax
+/// kernel only loads (it would otherwise recompute the mask and scale in each of its three
+/// loops). Two kernels, matching the interpreter bit for bit at odd and symbolic sizes.
+#[test]
+fn masked_scores_store_their_mask_and_scale_in_the_product_epilogue() {
+    let mut g = Graph::new();
+    let sq = Dim::from("seq");
+    let q = g
+        .input("q", DType::F32, Shape::new([sq.clone(), Dim::from(8)]))
+        .unwrap();
+    let kv = Dim::from("past") + sq.clone();
+    let k = g
+        .input("k", DType::F32, Shape::new([kv.clone(), Dim::from(8)]))
+        .unwrap();
+    let scores = g.matmul_t(q, k, false, true).unwrap();
+    let scale = g.scalar(Scalar::Float(0.125), DType::F32).unwrap();
+    let scores = g.mul(scores, scale).unwrap();
+    let rows = g
+        .iota(0, DType::I64, Shape::new([sq.clone(), kv.clone()]))
+        .unwrap();
+    let cols = g
+        .iota(1, DType::I64, Shape::new([sq.clone(), kv.clone()]))
+        .unwrap();
+    let past = g.dim_value(Dim::from("past"), DType::I64).unwrap();
+    let limit = g.add(rows, past).unwrap();
+    let masked = g.binary(BinaryOp::Gt, cols, limit).unwrap();
+    let ninf = g
+        .scalar(Scalar::Float(f64::NEG_INFINITY), DType::F32)
+        .unwrap();
+    let scores = g.where_(masked, ninf, scores).unwrap();
+    let y = softmax(&mut g, scores);
+    g.set_output("y", y).unwrap();
+    let mut rng = Rng(21);
+    for (seq, past) in [(1, 0), (3, 0), (5, 2), (1, 6)] {
+        let s = check(
+            &g,
+            &[
+                ('i', "q", t(vec![seq, 8], rng.f32s(seq * 8))),
+                ('i', "k", t(vec![past + seq, 8], rng.f32s((past + seq) * 8))),
+            ],
+            &[("past", past as i64)],
+        );
+        let kinds: Vec<KernelKind> = s.kernels.iter().map(|k| k.kind).collect();
+        assert_eq!(
+            kinds,
+            [KernelKind::MatMul, KernelKind::Reduction],
+            "{}",
+            dump(&s)
+        );
+        if (seq, past) == (5, 2) {
+            insta::assert_snapshot!("masked_scores_kernels", dump(&s));
+        }
+    }
+}
+
 /// An elementwise value read only by one matmul's operand (a rotate-half RoPE before the
 /// scores `q @ k^T`) is recomputed in that matmul's prologue instead of being stored by a
 /// kernel of its own; read by two matmul kernels it stays stored.

@@ -355,7 +355,7 @@ fn settle(
         match build(graph, &roles)? {
             Ok(s) => return Ok(s),
             Err(lower::Need(node)) => {
-                let fresh = forced.insert(node);
+                let fresh = forced.insert(stored_with_successors(graph, node));
                 let op = &graph.node(node).op;
                 if !fresh || is_source(op) || graph.ty(node).dtype.is_quantized() {
                     return Err(ScheduleError::Unsupported {
@@ -367,6 +367,46 @@ fn settle(
             }
         }
     }
+}
+
+/// The node to store when a lowering needs `node` stored: `node` followed through its
+/// same-shape elementwise successors (unary, binary, select, cast) for as long as each node
+/// on the way has that successor as its only consumer and is not itself a graph output. The
+/// successors then run once in the producing kernel (a matmul's epilogue: attention's scale
+/// and causal mask after the scores product) instead of once per phase of every kernel that
+/// reads the value (the softmax's max, sum and normalizing loops), and the stored buffer
+/// has the same size either way.
+fn stored_with_successors(g: &Graph, node: NodeId) -> NodeId {
+    let outputs: BTreeSet<NodeId> = g
+        .outputs()
+        .iter()
+        .chain(g.state_updates())
+        .map(|(_, id)| *id)
+        .collect();
+    let mut consumers: Vec<Vec<NodeId>> = vec![Vec::new(); g.nodes().len()];
+    for (i, n) in g.nodes().iter().enumerate() {
+        for p in &n.inputs {
+            if !consumers[p.index()].contains(&NodeId(i as u32)) {
+                consumers[p.index()].push(NodeId(i as u32));
+            }
+        }
+    }
+    let mut at = node;
+    while !outputs.contains(&at) {
+        let [next] = consumers[at.index()][..] else {
+            break;
+        };
+        let n = g.node(next);
+        let elementwise = matches!(
+            n.op,
+            Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. }
+        );
+        if !elementwise || n.ty.shape != g.ty(at).shape {
+            break;
+        }
+        at = next;
+    }
+    at
 }
 
 /// The most compute nodes an elementwise prologue may recompute per multiply-add.
