@@ -290,6 +290,53 @@ fn attention_with_kv_cache_decode_steps() {
     });
 }
 
+/// Causal prefill in long chunks (200, 7 and 130 tokens into a 400-token cache, one head so
+/// the driver also splits columns): the scores product's epilogue stores `-inf` past the
+/// causal bound, so its plan carries `live_columns` and the runtime computes only each row
+/// block's live columns (partly live tiles, and at 200 rows on 2 threads wholly dead ones);
+/// outputs and caches against the interpreter after every chunk.
+#[test]
+fn causal_prefill_skips_masked_columns() {
+    use kiln_compiler::backend::cpu::matmul::plan_matmul;
+    let attn = Attention::new(&AttentionConfig::new(16, 1, 1, 16).with_cache(1, 400));
+    let g = trace(|tr| {
+        let x = tr.input("x", DType::F32, dims![1, "seq", 16]);
+        let cache = attn.cache.as_ref().unwrap();
+        tr.output("y", &attn.forward_cached(&x, cache));
+    });
+    for optimize in [false, true] {
+        let c = compiled(&g, optimize);
+        let bounded = c
+            .schedule
+            .kernels
+            .iter()
+            .filter_map(plan_matmul)
+            .filter(|p| p.live_columns.is_some())
+            .count();
+        assert_eq!(
+            bounded, 1,
+            "optimize {optimize}: one causally bounded product"
+        );
+    }
+    let weights = module_weights(&attn, &mut Rng(61), 0.3, &|_| None);
+    let states = zero_states(&attn, 1);
+    let mut rng = Rng(62);
+    let mut past = 0;
+    let steps: Vec<Feeds> = [200usize, 7, 130]
+        .iter()
+        .map(|&s| {
+            let f = Feeds::new()
+                .input("x", uniform(DType::F32, &[1, s, 16], &mut rng, 2.0))
+                .bind("past", past);
+            past += s as i64;
+            f
+        })
+        .collect();
+    check_decode("causal prefill", &g, &weights, &states, &steps, &|_| {
+        close(1e-5)
+    });
+}
+
 /// `p @ v` with `v` row-major `[k, n]` (attention's `probs @ V`, here with two query heads
 /// per `v` head): the plan says where `v` lies (`Phase::b_rows`), few rows read it in place
 /// (no transposing pack), many rows pack it; column counts with and without an 8-wide tail,

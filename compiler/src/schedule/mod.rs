@@ -70,7 +70,7 @@ mod lower;
 pub use exec::{run, Feeds, RunError};
 
 use crate::loop_ir::{BufferId, Kernel};
-use kiln_ir::{DType, Dim, Graph, NodeId, Op, Shape, Tensor};
+use kiln_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, Shape, Tensor, UnaryOp};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -234,6 +234,32 @@ fn free_chain(g: &Graph, id: NodeId) -> bool {
     }
 }
 
+/// Index-only values: computed from positions and symbols alone (iota, dim values, scalar
+/// fills) by cheap integer, comparison and logical ops, reading no memory. They are
+/// recomputed wherever they are used instead of being stored, even when several kernels use
+/// them: a causal mask `col > row + past` costs a compare per element inline and a load from
+/// a bool buffer otherwise, and inline it is an index expression a backend can reason about
+/// (the CPU matmul driver bounds each row block's live columns with it).
+fn index_only(g: &Graph) -> Vec<bool> {
+    let mut out = vec![false; g.nodes().len()];
+    for (i, n) in g.nodes().iter().enumerate() {
+        let int_or_bool = n.ty.dtype.is_int() || n.ty.dtype == DType::Bool;
+        out[i] = int_or_bool
+            && match &n.op {
+                Op::Iota { .. } | Op::DimValue { .. } | Op::Full { .. } => true,
+                Op::Unary(UnaryOp::Not | UnaryOp::Neg | UnaryOp::Abs) => out[n.inputs[0].index()],
+                Op::Binary(b) => {
+                    !matches!(b, BinaryOp::Pow | BinaryOp::Div | BinaryOp::Mod)
+                        && n.inputs.iter().all(|p| out[p.index()])
+                }
+                Op::Where => n.inputs.iter().all(|p| out[p.index()]),
+                Op::Reshape { .. } | Op::Expand { .. } => out[n.inputs[0].index()],
+                _ => false,
+            };
+    }
+    out
+}
+
 /// Assigns roles, with `forced` nodes made roots and `prologue` nodes (see
 /// [`prologue_candidates`]) inlined into the matmul operands they feed.
 fn partition(g: &Graph, forced: &BTreeSet<NodeId>, prologue: &BTreeSet<NodeId>) -> Vec<Role> {
@@ -261,6 +287,7 @@ fn partition(g: &Graph, forced: &BTreeSet<NodeId>, prologue: &BTreeSet<NodeId>) 
         }
     }
     let po = params_only(g);
+    let cheap = index_only(g);
     let mut roles = vec![Role::Dead; n];
     let mut owners: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); n];
     let mut mm_ctx = vec![false; n];
@@ -295,7 +322,7 @@ fn partition(g: &Graph, forced: &BTreeSet<NodeId>, prologue: &BTreeSet<NodeId>) 
             Role::Inline
         } else if po[i] && boundary && !free_chain(g, id) {
             Role::Root
-        } else if is_view_like(&node.op) {
+        } else if is_view_like(&node.op) || (cheap[i] && !forced.contains(&id)) {
             Role::Inline
         } else if forced.contains(&id)
             || own.len() > 1

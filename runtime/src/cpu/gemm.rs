@@ -194,7 +194,7 @@ type F32Gemm =
     unsafe fn(usize, usize, usize, *const f32, usize, *const f32, usize, *mut f32, usize);
 
 /// `gemm` of a task's `rows` rows of A (stride `lda`) with `cols` columns of B (stride
-/// `ldb`) into the tile (`cols` f32 per row), leaving out the zero tails of A's rows
+/// `ldb`) into the tile (`ldc` f32 per row), leaving out the zero tails of A's rows
 /// ([`zero_tail_groups`]).
 ///
 /// # Safety
@@ -210,6 +210,7 @@ unsafe fn f32_product(
     b: *const f32,
     ldb: usize,
     tile: *mut f32,
+    ldc: usize,
 ) {
     zero_tail_groups(a, lda, rows, k, |r, n, kk| {
         // SAFETY: rows `r..r + n` of A and of the tile lie inside the whole product's, and
@@ -223,8 +224,8 @@ unsafe fn f32_product(
                 lda,
                 b,
                 ldb,
-                tile.add(r * cols),
-                cols,
+                tile.add(r * ldc),
+                ldc,
             )
         }
     });
@@ -475,6 +476,19 @@ pub(crate) fn run_gemm(
         &[]
     };
 
+    // A causal bound (`MatmulPlan::live_columns`): the last live column of row `r` is
+    // `last0 + step * r`; later columns of a tile are left uncomputed.
+    let live_bound = match &plan.live_columns {
+        Some((row, last)) => {
+            let mut at = b.clone();
+            at.set(row, 0);
+            let last0 = last.eval(&at)?;
+            at.set(row, 1);
+            Some((last0, last.eval(&at)? - last0))
+        }
+        None => None,
+    };
+
     let task = |t: i64| -> Result<i64, GemmError> {
         let args = shared;
         // SAFETY: `args` has one entry per kernel parameter and outlives the launch.
@@ -484,6 +498,11 @@ pub(crate) fn run_gemm(
         let cb = t % col_blocks;
         let (r0, c0) = (rb * mb, cb * nb);
         let (rn, cn) = (mb.min(rows - r0), nb.min(cols - c0));
+        // Columns `c0..c0 + live` of the tile are computed (all of them without a bound).
+        let live = match live_bound {
+            Some((last0, step)) => (last0 + step * (r0 + rn - 1) + 1 - c0).clamp(0, cn),
+            None => cn,
+        };
         let mut bvals = vec![0i64; batch.len()];
         let mut rest = bi;
         for i in (0..batch.len()).rev() {
@@ -518,7 +537,13 @@ pub(crate) fn run_gemm(
             } else {
                 std::borrow::Cow::Borrowed(b)
             };
+            let (n, ldc) = (live as usize, cn as usize);
             for (p, phase) in plan.phases.iter().enumerate() {
+                if n == 0 {
+                    // Every column of the tile is past the causal bound: the epilogue
+                    // stores values that do not read it.
+                    break;
+                }
                 let k = ks[p] as usize;
                 // A: in place when it is a contiguous f32 read, else packed.
                 let (a_ptr, lda) = match shared_a.get(p) {
@@ -539,40 +564,44 @@ pub(crate) fn run_gemm(
                         let (base, ld) = (base.eval(&bb)?, ld.eval(&bb)?);
                         let i = param_index(*buffer).expect("an in-place operand is a parameter");
                         // SAFETY: the kernel reads elements `base + ld * kk + c` of this f32
-                        // operand for `kk < k` and its columns `c`, here `c0..c0 + cn`; the
+                        // operand for `kk < k` and its columns `c`, here `c0..c0 + n`; the
                         // tile holds `rn * cn` f32.
                         unsafe {
                             f32_product(
                                 mk::gemm_nn_f32,
                                 rn as usize,
-                                cn as usize,
+                                n,
                                 k,
                                 a_ptr,
                                 lda,
                                 args[i].0.cast::<f32>().add((base + c0) as usize),
                                 ld as usize,
                                 tile,
+                                ldc,
                             )
                         };
                     }
                     BOperand::Packed(_) => {
-                        pb.resize(cn as usize * k, 0.0);
+                        pb.resize(n * k, 0.0);
                         call_args[panel_slot] = pb.as_mut_ptr().cast();
                         let pack = g.pack_b[p].as_ref().expect("a packed operand has a kernel");
                         // SAFETY: as for pack A, with `cn * k` f32.
-                        unsafe { (pack.entry)(call_args.as_ptr(), s.as_ptr(), 0, cn, &mut status) };
+                        unsafe {
+                            (pack.entry)(call_args.as_ptr(), s.as_ptr(), 0, live, &mut status)
+                        };
                         // SAFETY: panels and tile hold the elements the call touches.
                         unsafe {
                             f32_product(
                                 mk::gemm_nt_f32,
                                 rn as usize,
-                                cn as usize,
+                                n,
                                 k,
                                 a_ptr,
                                 lda,
                                 pb.as_ptr(),
                                 k,
                                 tile,
+                                ldc,
                             )
                         };
                     }
@@ -604,8 +633,8 @@ pub(crate) fn run_gemm(
                             {
                                 // Enough rows to amortize dequantizing the weight block:
                                 // f32 weights against the exact f32 activations.
-                                pb.resize(cn as usize * k, 0.0);
-                                for j in 0..cn as usize {
+                                pb.resize(n * k, 0.0);
+                                for j in 0..n {
                                     // SAFETY: weight row `c0 + j` is `k` elements of whole
                                     // blocks the kernel reads; `pb` holds `cn * k` f32.
                                     unsafe {
@@ -621,14 +650,14 @@ pub(crate) fn run_gemm(
                                 unsafe {
                                     mk::gemm_nt_f32(
                                         rn as usize,
-                                        cn as usize,
+                                        n,
                                         k,
                                         a_ptr,
                                         lda,
                                         pb.as_ptr(),
                                         k,
                                         tile,
-                                        cn as usize,
+                                        ldc,
                                     )
                                 };
                             }
@@ -643,14 +672,14 @@ pub(crate) fn run_gemm(
                                     mk::gemm_nt_qf32(
                                         *q,
                                         rn as usize,
-                                        cn as usize,
+                                        n,
                                         k,
                                         a_ptr,
                                         lda,
                                         buf.add(first),
                                         w_stride,
                                         tile,
-                                        cn as usize,
+                                        ldc,
                                     )
                                 };
                             }
@@ -674,14 +703,14 @@ pub(crate) fn run_gemm(
                                     mk::gemm_nt_q(
                                         *q,
                                         rn as usize,
-                                        cn as usize,
+                                        n,
                                         k,
                                         qa_ptr,
                                         a_stride,
                                         buf.add(first),
                                         w_stride,
                                         tile,
-                                        cn as usize,
+                                        ldc,
                                     )
                                 };
                             }
@@ -692,13 +721,14 @@ pub(crate) fn run_gemm(
                                     f32_product(
                                         mk::gemm_nt_f32,
                                         rn as usize,
-                                        cn as usize,
+                                        n,
                                         k,
                                         a_ptr,
                                         lda,
                                         buf.cast::<f32>().add(first),
                                         ld as usize,
                                         tile,
+                                        ldc,
                                     )
                                 };
                             }

@@ -110,6 +110,11 @@ pub struct MatmulPlan {
     /// Symbols every derived kernel takes, in order: the original kernel's, `__b{i}` per
     /// batch loop, then [`BLOCK_SYMBOLS`].
     pub symbols: Vec<String>,
+    /// A causal bound ([`super::live_columns`]): the row loop's variable and `last(row)`, the
+    /// last column of the row whose stored value reads the contractions (non-decreasing in
+    /// the row by a constant step; over the kernel's symbols and that variable). A runtime
+    /// may leave the later columns of a row block's tile uncomputed.
+    pub live_columns: Option<(String, Dim)>,
 }
 
 /// Splits a matmul kernel (see the module docs); `None` when it does not have the expected
@@ -266,7 +271,12 @@ pub fn plan_matmul(kernel: &Kernel) -> Option<MatmulPlan> {
         config: kernel.config.clone(),
         body: vec![Stmt::Loop(outer)],
     };
+    let live_columns = row.and_then(|r| {
+        super::live_columns::live_columns(&col.body, &r.var, &col.var, &kernel.symbols)
+            .map(|last| (r.var.clone(), last))
+    });
     Some(MatmulPlan {
+        live_columns,
         batch_vars,
         batch: batch_loops.iter().map(|l| l.extent.clone()).collect(),
         rows: row.map_or(Dim::from(1), |r| r.extent.clone()),

@@ -4,6 +4,8 @@
 //! - [`jit`]: JIT compilation into executable memory with a process-wide code cache.
 //! - [`matmul`]: matmul kernels split into generated packing/epilogue code around
 //!   micro-kernels.
+//! - [`live_columns`]: the causal bound of a matmul's epilogue (columns whose contraction
+//!   the driver may skip).
 //! - [`math`]: inline exp/tanh for f32-held values.
 //! - [`object`]: ahead-of-time compilation of kernels into a relocatable object file.
 //! - [`parallel`]: which loops are split across threads.
@@ -14,6 +16,7 @@
 
 pub mod codegen;
 pub mod jit;
+pub mod live_columns;
 pub mod math;
 pub mod matmul;
 pub mod normalize;
