@@ -13,8 +13,8 @@
 mod common;
 
 use common::{
-    check_decode, check_runs, compiled, launch_kinds, module_weights, random, uniform, zero_states,
-    Feeds, Rng, Tol,
+    cache_steps, check_decode, check_runs, compiled, launch_kinds, module_weights, random, uniform,
+    zero_states, Feeds, Rng, Tol,
 };
 use kiln_compiler::loop_ir::KernelKind;
 use kiln_ir::{DType, Graph, QuantType, Tensor as Value};
@@ -273,18 +273,7 @@ fn attention_with_kv_cache_decode_steps() {
     common::assert_updates_in_place(&g);
     let weights = module_weights(&attn, &mut Rng(58), 0.3, &|_| None);
     let states = zero_states(&attn, 1);
-    let mut rng = Rng(59);
-    let mut past = 0;
-    let steps: Vec<Feeds> = [5usize, 1, 1, 3, 1]
-        .iter()
-        .map(|&s| {
-            let f = Feeds::new()
-                .input("x", uniform(DType::F32, &[1, s, 32], &mut rng, 2.0))
-                .bind("past", past);
-            past += s as i64;
-            f
-        })
-        .collect();
+    let steps = cache_steps(&[5usize, 1, 1, 3, 1], 32, &mut Rng(59));
     check_decode("attention decode", &g, &weights, &states, &steps, &|_| {
         close(1e-5)
     });
@@ -320,18 +309,7 @@ fn causal_prefill_skips_masked_columns() {
     }
     let weights = module_weights(&attn, &mut Rng(61), 0.3, &|_| None);
     let states = zero_states(&attn, 1);
-    let mut rng = Rng(62);
-    let mut past = 0;
-    let steps: Vec<Feeds> = [200usize, 7, 130]
-        .iter()
-        .map(|&s| {
-            let f = Feeds::new()
-                .input("x", uniform(DType::F32, &[1, s, 16], &mut rng, 2.0))
-                .bind("past", past);
-            past += s as i64;
-            f
-        })
-        .collect();
+    let steps = cache_steps(&[200usize, 7, 130], 16, &mut Rng(62));
     check_decode("causal prefill", &g, &weights, &states, &steps, &|_| {
         close(1e-5)
     });

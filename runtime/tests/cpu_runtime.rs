@@ -167,18 +167,7 @@ fn f16_kv_cache() {
     let states = common::zero_states(&attn, 1);
     assert!(states.iter().all(|(_, t)| t.dtype() == DType::F16));
     common::assert_updates_in_place(&g);
-    let mut rng = Rng(75);
-    let mut past = 0;
-    let steps: Vec<Feeds> = [3usize, 1, 1, 3]
-        .iter()
-        .map(|&s| {
-            let f = Feeds::new()
-                .input("x", uniform(DType::F32, &[1, s, 16], &mut rng, 2.0))
-                .bind("past", past);
-            past += s as i64;
-            f
-        })
-        .collect();
+    let steps = common::cache_steps(&[3usize, 1, 1, 3], 16, &mut Rng(75));
     check_decode("f16 cache", &g, &weights, &states, &steps, &|_| {
         Tol::Close {
             rel: 1e-5,

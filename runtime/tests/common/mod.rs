@@ -687,6 +687,22 @@ pub fn zero_states(m: &impl kiln_nn::Module, batch: i64) -> Vec<(String, Tensor)
     out
 }
 
+/// Consecutive chunks of `sizes` tokens for a cached model with input `x: [1, seq, width]`:
+/// uniform inputs, `past` bound to the tokens before each chunk.
+pub fn cache_steps(sizes: &[usize], width: usize, rng: &mut Rng) -> Vec<Feeds> {
+    let mut past = 0;
+    sizes
+        .iter()
+        .map(|&s| {
+            let f = Feeds::new()
+                .input("x", uniform(DType::F32, &[1, s, width], rng, 2.0))
+                .bind("past", past);
+            past += s as i64;
+            f
+        })
+        .collect()
+}
+
 /// Decodes step by step: `steps` gives each step's feeds (inputs and `past` binding); the
 /// interpreter gets the previous step's interpreter states, the CPU executable keeps its own
 /// (updated by the runtime). Outputs and states are compared after every step with `tol`, in
