@@ -178,6 +178,15 @@ impl Graph {
         &self.state_updates
     }
 
+    /// The node of every output, then of every state update: what evaluating the graph
+    /// must produce (a node may appear more than once).
+    pub fn result_nodes(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.outputs
+            .iter()
+            .chain(&self.state_updates)
+            .map(|(_, id)| *id)
+    }
+
     /// The output called `name`.
     pub fn output(&self, name: &str) -> Option<NodeId> {
         self.outputs

@@ -19,10 +19,8 @@ impl Loaded {
     /// The root classes: every output, then every state update.
     pub fn roots(&self, graph: &Graph) -> Vec<Id> {
         graph
-            .outputs()
-            .iter()
-            .chain(graph.state_updates())
-            .map(|(_, id)| self.egraph.find(self.classes[id.index()]))
+            .result_nodes()
+            .map(|id| self.egraph.find(self.classes[id.index()]))
             .collect()
     }
 }

@@ -265,12 +265,7 @@ fn index_only(g: &Graph) -> Vec<bool> {
 fn partition(g: &Graph, forced: &BTreeSet<NodeId>, prologue: &BTreeSet<NodeId>) -> Vec<Role> {
     let nodes = g.nodes();
     let n = nodes.len();
-    let roots: BTreeSet<NodeId> = g
-        .outputs()
-        .iter()
-        .chain(g.state_updates())
-        .map(|(_, id)| *id)
-        .collect();
+    let roots: BTreeSet<NodeId> = g.result_nodes().collect();
     let mut needed = vec![false; n];
     for r in &roots {
         needed[r.index()] = true;
@@ -404,12 +399,7 @@ fn settle(
 /// reads the value (the softmax's max, sum and normalizing loops), and the stored buffer
 /// has the same size either way.
 fn stored_with_successors(g: &Graph, node: NodeId) -> NodeId {
-    let outputs: BTreeSet<NodeId> = g
-        .outputs()
-        .iter()
-        .chain(g.state_updates())
-        .map(|(_, id)| *id)
-        .collect();
+    let outputs: BTreeSet<NodeId> = g.result_nodes().collect();
     let mut consumers: Vec<Vec<NodeId>> = vec![Vec::new(); g.nodes().len()];
     for (i, n) in g.nodes().iter().enumerate() {
         for p in &n.inputs {
@@ -452,12 +442,7 @@ fn prologue_candidates(
 ) -> Vec<NodeId> {
     let roles = partition(g, forced, prologue);
     let po = params_only(g);
-    let outputs: BTreeSet<NodeId> = g
-        .outputs()
-        .iter()
-        .chain(g.state_updates())
-        .map(|(_, id)| *id)
-        .collect();
+    let outputs: BTreeSet<NodeId> = g.result_nodes().collect();
     // Which kernel reads each root (through inline nodes).
     let mut readers: Vec<BTreeSet<NodeId>> = vec![BTreeSet::new(); g.nodes().len()];
     for (i, n) in g.nodes().iter().enumerate().rev() {
@@ -618,12 +603,7 @@ fn build(g: &Graph, roles: &[Role]) -> Result<Built, ScheduleError> {
         outputs: Vec::new(),
         state_updates: Vec::new(),
     };
-    let roots: BTreeSet<NodeId> = g
-        .outputs()
-        .iter()
-        .chain(g.state_updates())
-        .map(|(_, id)| *id)
-        .collect();
+    let roots: BTreeSet<NodeId> = g.result_nodes().collect();
     let in_place = in_place_updates(g, roles);
     let mut buf_of: HashMap<NodeId, BufferId> = HashMap::new();
     let add_buffer = |s: &mut Schedule, node: Option<NodeId>, dtype, shape: Shape, kind| {
@@ -661,17 +641,17 @@ fn build(g: &Graph, roles: &[Role]) -> Result<Built, ScheduleError> {
     }
     // Outputs that are sources get a copy kernel into a fresh output buffer.
     let mut copies: HashMap<NodeId, BufferId> = HashMap::new();
-    for (_, id) in g.outputs().iter().chain(g.state_updates()) {
-        if roles[id.index()] == Role::Source && !copies.contains_key(id) {
-            let n = g.node(*id);
+    for id in g.result_nodes() {
+        if roles[id.index()] == Role::Source && !copies.contains_key(&id) {
+            let n = g.node(id);
             let b = add_buffer(
                 &mut s,
-                Some(*id),
+                Some(id),
                 n.ty.dtype,
                 n.ty.shape.clone(),
                 BufferKind::Output,
             );
-            copies.insert(*id, b);
+            copies.insert(id, b);
         }
     }
     let out_buf = |id: &NodeId| copies.get(id).or(buf_of.get(id)).copied();

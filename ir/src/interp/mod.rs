@@ -250,12 +250,7 @@ impl Outputs {
 
 /// Evaluates every output and state update of `graph` on `env`.
 pub fn run(graph: &Graph, env: &Env) -> Result<Outputs, EvalError> {
-    let roots: Vec<NodeId> = graph
-        .outputs()
-        .iter()
-        .chain(graph.state_updates())
-        .map(|(_, id)| *id)
-        .collect();
+    let roots: Vec<NodeId> = graph.result_nodes().collect();
     let (mut values, bindings) = evaluate(graph, env, &roots)?;
     let states = values.split_off(graph.outputs().len());
     let name = |(n, _): &(String, NodeId)| n.clone();

@@ -802,12 +802,7 @@ struct Bound {
 /// ones were checked when the graph was built); each distinct condition once.
 fn bounds(g: &Graph) -> Vec<Bound> {
     let mut needed = vec![false; g.nodes().len()];
-    let mut stack: Vec<_> = g
-        .outputs()
-        .iter()
-        .chain(g.state_updates())
-        .map(|o| o.1)
-        .collect();
+    let mut stack: Vec<_> = g.result_nodes().collect();
     while let Some(id) = stack.pop() {
         if !std::mem::replace(&mut needed[id.index()], true) {
             stack.extend(g.node(id).inputs.iter().copied());

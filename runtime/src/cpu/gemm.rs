@@ -476,16 +476,10 @@ pub(crate) fn run_gemm(
         &[]
     };
 
-    // A causal bound (`MatmulPlan::live_columns`): the last live column of row `r` is
-    // `last0 + step * r`; later columns of a tile are left uncomputed.
+    // A causal bound (`MatmulPlan::live_columns`): later columns of a tile are left
+    // uncomputed.
     let live_bound = match &plan.live_columns {
-        Some((row, last)) => {
-            let mut at = b.clone();
-            at.set(row, 0);
-            let last0 = last.eval(&at)?;
-            at.set(row, 1);
-            Some((last0, last.eval(&at)? - last0))
-        }
+        Some(l) => Some((l, l.last0.eval(b)?)),
         None => None,
     };
 
@@ -500,7 +494,7 @@ pub(crate) fn run_gemm(
         let (rn, cn) = (mb.min(rows - r0), nb.min(cols - c0));
         // Columns `c0..c0 + live` of the tile are computed (all of them without a bound).
         let live = match live_bound {
-            Some((last0, step)) => (last0 + step * (r0 + rn - 1) + 1 - c0).clamp(0, cn),
+            Some((l, last0)) => l.count(last0, r0, rn, c0, cn),
             None => cn,
         };
         let mut bvals = vec![0i64; batch.len()];
@@ -585,7 +579,7 @@ pub(crate) fn run_gemm(
                         pb.resize(n * k, 0.0);
                         call_args[panel_slot] = pb.as_mut_ptr().cast();
                         let pack = g.pack_b[p].as_ref().expect("a packed operand has a kernel");
-                        // SAFETY: as for pack A, with `cn * k` f32.
+                        // SAFETY: as for pack A, with `n * k` f32.
                         unsafe {
                             (pack.entry)(call_args.as_ptr(), s.as_ptr(), 0, live, &mut status)
                         };

@@ -800,25 +800,24 @@ impl<'a, 'f, M: Module> Emitter<'a, 'f, M> {
                     let gt = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
                     self.b.ins().select(gt, one, r)
                 }
+                // Inline (see `math`): exp in f32, the IR's definition of it.
+                UnaryOp::Exp if d == DType::F32 => math::exp_f32(&mut self.b, x),
                 UnaryOp::Exp | UnaryOp::Tanh if d != DType::F64 => {
-                    // Inline (see `math`): exp in f32, tanh in f64 rounded once.
-                    if op == UnaryOp::Exp && d == DType::F32 {
-                        math::exp_f32(&mut self.b, x)
+                    // f16/bf16 exp: the f32 value rounded once more; tanh in f64, rounded
+                    // once.
+                    let r = if op == UnaryOp::Exp {
+                        let e = math::exp_f32(&mut self.b, x);
+                        self.b.ins().fpromote(types::F64, e)
                     } else {
-                        let r = if op == UnaryOp::Exp {
-                            let e = math::exp_f32(&mut self.b, x);
-                            self.b.ins().fpromote(types::F64, e)
-                        } else {
-                            let w = self.b.ins().fpromote(types::F64, x);
-                            math::tanh_f64_for_f32(&mut self.b, w)
-                        };
-                        if d == DType::F32 {
-                            self.b.ins().fdemote(types::F32, r)
-                        } else {
-                            let c = self.code(dtype_code(d));
-                            let r = self.call("kiln_round_f64", &[c, r]);
-                            self.b.ins().fdemote(types::F32, r)
-                        }
+                        let w = self.b.ins().fpromote(types::F64, x);
+                        math::tanh_f64_for_f32(&mut self.b, w)
+                    };
+                    if d == DType::F32 {
+                        self.b.ins().fdemote(types::F32, r)
+                    } else {
+                        let c = self.code(dtype_code(d));
+                        let r = self.call("kiln_round_f64", &[c, r]);
+                        self.b.ins().fdemote(types::F32, r)
                     }
                 }
                 UnaryOp::Not => return Err(self.unsupported("`not` of a float")),

@@ -6,8 +6,8 @@
 //! store is such a select, with an index-only condition `col > last(row)` (or its negation
 //! choosing the accumulator side), and returns `last`: column `c` of row `r` is *live* only
 //! when `c <= last(r)`. It also proves that `last` grows with the row by a constant step
-//! (`last(r + 1) - last(r)` a non-negative constant), so a block of rows `r0..r0 + rn` has
-//! live columns `0..=last(r0 + rn - 1)`.
+//! (`last(r + 1) - last(r)` a non-negative constant), so `last(r) = last(0) + step * r` and a
+//! block of rows `r0..r0 + rn` has live columns `0..=last(r0 + rn - 1)`.
 //!
 //! The dead columns of a tile are left uncomputed (stale scratch); the epilogue's select
 //! discards them, so results are unchanged bit for bit.
@@ -16,10 +16,32 @@ use crate::loop_ir::{Expr, Stmt};
 use kiln_ir::{BinaryOp, DType, Dim, Scalar, UnaryOp};
 use std::collections::BTreeMap;
 
-/// `last(row)` (see the module docs) for a matmul's column body, or `None` when its store
-/// is not a causal select. `symbols` are the kernel's symbol parameters: `last` may use
+/// A causal bound: the last live column of row `r` is `last0 + step * r`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveColumns {
+    /// The last live column of row 0, over the kernel's symbol parameters.
+    pub last0: Dim,
+    /// How much further each next row reaches (non-negative).
+    pub step: i64,
+}
+
+impl LiveColumns {
+    /// How many of the columns `c0..c0 + cn` are live for some row of `r0..r0 + rn`
+    /// (`rn >= 1`), given `last0` evaluated.
+    pub fn count(&self, last0: i64, r0: i64, rn: i64, c0: i64, cn: i64) -> i64 {
+        (last0 + self.step * (r0 + rn - 1) + 1 - c0).clamp(0, cn)
+    }
+}
+
+/// The causal bound (see the module docs) of a matmul's column body, or `None` when its
+/// store is not a causal select. `symbols` are the kernel's symbol parameters: `last` may use
 /// them and `row`, nothing else.
-pub fn live_columns(body: &[Stmt], row: &str, col: &str, symbols: &[String]) -> Option<Dim> {
+pub fn live_columns(
+    body: &[Stmt],
+    row: &str,
+    col: &str,
+    symbols: &[String],
+) -> Option<LiveColumns> {
     // One store, at the end, and no conditional statements: the store is all the epilogue
     // does with the accumulators.
     let stores = body
@@ -57,10 +79,12 @@ pub fn live_columns(body: &[Stmt], row: &str, col: &str, symbols: &[String]) -> 
         return None;
     }
     // Non-decreasing in the row, by a constant step.
-    let mut next = BTreeMap::new();
-    next.insert(row.to_string(), Dim::symbol(row) + Dim::from(1));
-    let step = (last.substitute(&next) - last.clone()).as_const()?;
-    (step >= 0).then_some(last)
+    let at = |r: Dim| last.substitute(&BTreeMap::from([(row.to_string(), r)]));
+    let step = (at(Dim::symbol(row) + Dim::from(1)) - last.clone()).as_const()?;
+    (step >= 0).then(|| LiveColumns {
+        last0: at(Dim::from(0)),
+        step,
+    })
 }
 
 /// `e`, with a variable replaced by its `let` in `body` (one level at a time).
@@ -188,7 +212,10 @@ mod tests {
     fn causal_bounds_in_every_spelling() {
         let syms = vec!["past".to_string()];
         let last = || bin(BinaryOp::Add, idx("r"), idx("past"));
-        let want = Dim::symbol("r") + Dim::symbol("past");
+        let want = LiveColumns {
+            last0: Dim::symbol("past"),
+            step: 1,
+        };
         let not = |x: Expr| Expr::Unary {
             op: UnaryOp::Not,
             dtype: DType::Bool,

@@ -166,15 +166,11 @@ pub fn exp_f32(b: &mut FunctionBuilder<'_>, x: Value) -> Value {
     b.ins().fmul(p, s2)
 }
 
-/// The lower clamp of [`exp_f64_for_f32`]: `exp` of anything below rounds to +0 in every
-/// f32-held format (f32's smallest subnormal is about `exp(-103.3)`).
-pub const EXP_F32_ZERO_BELOW: f64 = -110.0;
-
-/// `exp(x)` for an f64 `x` whose result is only needed to f32 range: `x` is clamped to
-/// `[-110, 89]` (below, every f32-held format rounds to 0; above, to infinity), NaN stays
-/// NaN.
-pub fn exp_f64_for_f32(b: &mut FunctionBuilder<'_>, x: Value) -> Value {
-    let x = clamp(b, x, EXP_F32_ZERO_BELOW, 89.0);
+/// `exp(x)` for an f64 `x` whose result is only needed to f32 range (`tanh`'s core): `x` is
+/// clamped to `[EXP_F32_LOW, EXP_F32_HIGH]`, as [`exp_f32`] clamps (below, every f32-held
+/// format rounds to 0; above, to infinity), NaN stays NaN.
+fn exp_f64_for_f32(b: &mut FunctionBuilder<'_>, x: Value) -> Value {
+    let x = clamp(b, x, EXP_F32_LOW.into(), EXP_F32_HIGH.into());
     let (p, n) = exp_poly(b, x);
     // 2^n from its exponent bits (n is within [-159, 129]).
     let ni = b.ins().fcvt_to_sint_sat(types::I64, n);
@@ -185,8 +181,8 @@ pub fn exp_f64_for_f32(b: &mut FunctionBuilder<'_>, x: Value) -> Value {
 }
 
 /// [`exp_f64_for_f32`] on both lanes of an `f64x2`, bit for bit the same per lane.
-pub fn exp_f64x2_for_f32(b: &mut FunctionBuilder<'_>, x: Value) -> Value {
-    let x = clamp(b, x, EXP_F32_ZERO_BELOW, 89.0);
+fn exp_f64x2_for_f32(b: &mut FunctionBuilder<'_>, x: Value) -> Value {
+    let x = clamp(b, x, EXP_F32_LOW.into(), EXP_F32_HIGH.into());
     let (p, n) = exp_poly(b, x);
     // 2^n: adding 1.5 * 2^52 puts the integral n (|n| < 2^51) in the low mantissa bits, so
     // the sum's bits are 0x4338_0000_0000_0000 + n; rebias to n + 1023 and shift into the

@@ -27,6 +27,7 @@
 //! [`tile_id`]). The micro-kernels accumulate in f32 where the loop IR says f64: results
 //! agree with the interpreter within f32 accumulation error, not bit for bit.
 
+use super::live_columns::{live_columns, LiveColumns};
 use crate::loop_ir::{
     BufferId, BufferParam, BufferRole, Expr, Kernel, KernelKind, Loop, LoopAnnot, LoopKind, Stmt,
 };
@@ -110,11 +111,10 @@ pub struct MatmulPlan {
     /// Symbols every derived kernel takes, in order: the original kernel's, `__b{i}` per
     /// batch loop, then [`BLOCK_SYMBOLS`].
     pub symbols: Vec<String>,
-    /// A causal bound ([`super::live_columns`]): the row loop's variable and `last(row)`, the
-    /// last column of the row whose stored value reads the contractions (non-decreasing in
-    /// the row by a constant step; over the kernel's symbols and that variable). A runtime
-    /// may leave the later columns of a row block's tile uncomputed.
-    pub live_columns: Option<(String, Dim)>,
+    /// A causal bound ([`super::live_columns`]): the last column of each row whose stored
+    /// value reads the contractions. A runtime may leave the later columns of a row block's
+    /// tile uncomputed.
+    pub live_columns: Option<LiveColumns>,
 }
 
 /// Splits a matmul kernel (see the module docs); `None` when it does not have the expected
@@ -271,10 +271,7 @@ pub fn plan_matmul(kernel: &Kernel) -> Option<MatmulPlan> {
         config: kernel.config.clone(),
         body: vec![Stmt::Loop(outer)],
     };
-    let live_columns = row.and_then(|r| {
-        super::live_columns::live_columns(&col.body, &r.var, &col.var, &kernel.symbols)
-            .map(|last| (r.var.clone(), last))
-    });
+    let live_columns = row.and_then(|r| live_columns(&col.body, &r.var, &col.var, &kernel.symbols));
     Some(MatmulPlan {
         live_columns,
         batch_vars,
