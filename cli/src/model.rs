@@ -17,6 +17,10 @@ pub struct ModelArgs {
     /// A GGUF file, or a Hugging Face checkpoint directory (config.json, *.safetensors,
     /// tokenizer.json). Default: SmolLM2-135M-Instruct (Q4_1 GGUF), fetched on first use.
     pub model: Option<PathBuf>,
+    /// Where to run: `cpu`, `wgpu` (the best GPU adapter, or the one `KILN_DEVICE=wgpu:N`
+    /// names), `wgpu:N` (adapter index) or `wgpu:NAME` (part of its name).
+    #[arg(long, default_value = "cpu")]
+    pub device: kiln_runtime::Device,
     /// Worker threads (0: one per core).
     #[arg(short = 't', long, default_value_t = 0)]
     pub threads: usize,
@@ -64,6 +68,7 @@ pub fn open(args: &ModelArgs) -> anyhow::Result<Session> {
     let graphs = loaded.graphs()?;
     bar.inc(1);
     let options = LmOptions {
+        device: args.device.clone(),
         threads: args.threads,
         no_optimize: false,
         exact: args.exact,
@@ -78,7 +83,7 @@ pub fn open(args: &ModelArgs) -> anyhow::Result<Session> {
     bar.inc(1);
     bar.finish_and_clear();
     eprintln!(
-        "kiln: {} ({} layers, vocab {}, context {}) ready in {:.2} s on {} threads",
+        "kiln: {} ({} layers, vocab {}, context {}) ready in {:.2} s on {}",
         path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into()
@@ -87,7 +92,7 @@ pub fn open(args: &ModelArgs) -> anyhow::Result<Session> {
         lm.vocab_size(),
         lm.capacity(),
         start.elapsed().as_secs_f64(),
-        lm.threads()
+        lm.device()
     );
     Ok(Session::new(lm, tokenizer))
 }

@@ -8,6 +8,7 @@ use kiln_runtime::llm::{CausalLm, GenerateOptions, LmOptions, Session};
 use kiln_runtime::sampling::SamplingOptions;
 use kiln_runtime::tokenizer::Tokenizer;
 use kiln_runtime::weights::gguf::GgufFile;
+use kiln_runtime::Device;
 use std::path::PathBuf;
 
 /// The test model, or `None` (with a message) when it is absent outside CI; in CI its
@@ -40,10 +41,20 @@ fn session(path: &std::path::Path, ctx: usize) -> Session {
 /// A session whose decode multiplies f32 activations (`f32_activations`) or, the default,
 /// 8-bit ones.
 fn session_with(path: &std::path::Path, ctx: usize, f32_activations: bool) -> Session {
+    session_on(path, ctx, f32_activations, Device::Cpu)
+}
+
+fn session_on(
+    path: &std::path::Path,
+    ctx: usize,
+    f32_activations: bool,
+    device: Device,
+) -> Session {
     let file = GgufFile::open(path).expect("open the GGUF");
     let loaded = LoadedLlama::from_gguf(&file, ctx).expect("load the model");
     let tokenizer = Tokenizer::from_gguf(&file).expect("tokenizer");
     let options = LmOptions {
+        device,
         threads: 2,
         f32_activations,
         ..LmOptions::default()
@@ -102,6 +113,40 @@ fn greedy_generation_matches_transformers() {
         assert_eq!(streamed, g.text);
         assert!(g.text.starts_with(" Paris.\n\nThe "), "{:?}", g.text);
     }
+}
+
+/// The WGSL backend on a wgpu adapter (lavapipe, a CPU Vulkan driver, in CI) generates
+/// greedily the tokens the CPU backend with f32 activations and transformers do (a short
+/// generation: lavapipe runs the GPU code on the CPU, slowly).
+#[test]
+fn wgpu_greedy_generation_matches_the_cpu() {
+    let Some(path) = model_path() else { return };
+    if let Err(e) = kiln_runtime::wgpu::WgpuDevice::shared() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must provide a Vulkan driver (mesa-vulkan-drivers): {e}"
+        );
+        eprintln!("skipped: no wgpu adapter: {e}");
+        return;
+    }
+    let mut s = session_on(&path, 64, true, Device::Wgpu(None));
+    assert!(s.lm.device().starts_with("wgpu"), "{}", s.lm.device());
+    let prompt = [504, 3575, 282, 4649, 314];
+    let options = GenerateOptions {
+        max_tokens: 6,
+        sampling: SamplingOptions::greedy(),
+        ignore_eos: true,
+        stop: Vec::new(),
+    };
+    let g = s.generate(&prompt, &options, &mut |_| true).unwrap();
+    // transformers' greedy tokens, which the CPU backend with f32 activations also gives
+    // (greedy_generation_matches_transformers).
+    assert_eq!(
+        g.tokens,
+        [7042, 30, 198, 198, 504, 2988],
+        "text: {:?}",
+        g.text
+    );
 }
 
 /// The committed reference (`tests/fixtures/smollm2_reference.json`, made by

@@ -1,4 +1,5 @@
-//! Code generators: the loop IR printed for a device. `cpu` (Cranelift) exists; `wgsl` and
-//! `ptx` come with their issues.
+//! Code generators: the loop IR printed for a device. `cpu` (Cranelift) and `wgsl` (WGSL compute
+//! shaders, validated by naga, run by wgpu) exist; `ptx` comes with its issue.
 
 pub mod cpu;
+pub mod wgsl;

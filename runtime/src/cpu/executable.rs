@@ -5,101 +5,24 @@
 
 use super::bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
 use super::gemm::{derived_kernels, run_gemm, GemmError, GemmKernel};
-use super::profile::Profile;
 use super::switches;
 use super::team::max_over;
+use crate::profile::Profile;
+use crate::program::{bytes_of, eval_shape, Program};
 use crate::weights::{WeightBytes, WeightTensor};
 use kiln_compiler::backend::cpu::matmul::plan_matmul;
 use kiln_compiler::backend::cpu::parallel::work_per_item;
-use kiln_compiler::backend::cpu::{compile_kernels, CodegenError, JitKernel};
+use kiln_compiler::backend::cpu::{compile_kernels, JitKernel};
 use kiln_compiler::loop_ir::BufferId;
-use kiln_compiler::memory::{MemoryPlan, PlanEvalError};
+use kiln_compiler::memory::MemoryPlan;
 use kiln_compiler::schedule::{BufferKind, Launch, Schedule};
 use kiln_compiler::Compiled;
-use kiln_ir::{Bindings, DType, Dim, DimError, Graph, Op, ReduceOp, Tensor, TensorType};
-use std::collections::{HashMap, HashSet};
+use kiln_ir::{Bindings, Dim, Tensor};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Why a CPU executable could not be built or run.
-#[derive(Debug, thiserror::Error)]
-pub enum CpuError {
-    /// Code generation failed.
-    #[error(transparent)]
-    Codegen(#[from] CodegenError),
-    /// A symbol or size could not be evaluated.
-    #[error(transparent)]
-    Dim(#[from] DimError),
-    /// The memory plan could not be resolved.
-    #[error(transparent)]
-    Plan(#[from] PlanEvalError),
-    /// A tensor the graph needs was not given.
-    #[error("no value given for {kind} `{name}`")]
-    Missing {
-        /// "input", "param" or "state".
-        kind: &'static str,
-        /// Its name.
-        name: String,
-    },
-    /// A name the graph does not have.
-    #[error("the graph has no {kind} named `{name}`")]
-    Unknown {
-        /// "input", "param" or "state".
-        kind: &'static str,
-        /// The name given.
-        name: String,
-    },
-    /// A tensor of the wrong dtype or shape.
-    #[error("{kind} `{name}`: expected {expected}, got {got}")]
-    Mismatch {
-        /// "input", "param" or "state".
-        kind: &'static str,
-        /// Its name.
-        name: String,
-        /// The declared type (shape evaluated where possible).
-        expected: String,
-        /// What was given.
-        got: String,
-    },
-    /// A kernel read or wrote through a data-dependent index outside its buffer (e.g. a
-    /// token id beyond the vocabulary); the access was clamped and the results are invalid.
-    #[error(
-        "kernel {kernel}: a data-dependent index (gather, embedding, scatter) was out of range"
-    )]
-    IndexOutOfRange {
-        /// The kernel.
-        kernel: String,
-    },
-    /// A buffer smaller than a kernel's declared extent (a runtime bug, reported instead of
-    /// letting the kernel touch foreign memory).
-    #[error("kernel {kernel}: buffer b{buffer} holds {have} bytes, the kernel needs {need}")]
-    BufferTooSmall {
-        /// The kernel.
-        kernel: String,
-        /// The buffer.
-        buffer: u32,
-        /// Bytes allocated.
-        have: usize,
-        /// Bytes the kernel's parameter declares.
-        need: usize,
-    },
-    /// The thread pool could not be created.
-    #[error("thread pool: {0}")]
-    Threads(String),
-    /// The symbol values violate a condition the graph needs (a slice past the end of its
-    /// operand, a KV-cache write past its capacity, a negative size, a max over no
-    /// elements): kernels compute flat indices and cannot check these themselves.
-    #[error("{what}: needs {condition}, but that is {lo} <= {hi} with these symbol values")]
-    Bounds {
-        /// The node (`%12 slice`).
-        what: String,
-        /// The condition, symbolically.
-        condition: String,
-        /// Its left side's value.
-        lo: i64,
-        /// Its right side's value.
-        hi: i64,
-    },
-}
+/// Why a CPU executable could not be built or run (the error of every device).
+pub type CpuError = crate::program::ExecError;
 
 /// Options of a CPU executable.
 #[derive(Clone, Debug, Default)]
@@ -117,7 +40,7 @@ const MIN_PARALLEL_WORK: u64 = 16 * 1024;
 
 /// A compiled graph ready to run on the CPU.
 pub struct CpuExecutable {
-    schedule: Schedule,
+    program: Program,
     plan: MemoryPlan,
     kernels: Vec<Arc<JitKernel>>,
     /// Per kernel: its split form when it is a matmul the micro-kernels can run.
@@ -136,11 +59,6 @@ pub struct CpuExecutable {
     /// Current state values: bytes and shape.
     states: HashMap<String, (AlignedBytes, Vec<usize>)>,
     arena: AlignedBytes,
-    /// Inputs, params and states the graph declares but no kernel reads (the schedule has
-    /// no buffer for them): values given for them are ignored, as the interpreter does.
-    unused: Vec<(&'static str, String, TensorType)>,
-    /// Conditions on the symbol values, checked before every run ([`bounds`]).
-    bounds: Vec<Bound>,
     /// Per-kernel timings when `KILN_PROFILE=1` ([`super::profile`]).
     profile: Option<Profile>,
 }
@@ -206,23 +124,8 @@ impl CpuExecutable {
                 );
             }
         }
-        let g = &compiled.graph;
-        let declared = (g.inputs().into_iter().map(|(n, id)| ("input", n, id)))
-            .chain(g.params().into_iter().map(|(n, id)| ("param", n, id)))
-            .chain(g.states().into_iter().map(|(n, id)| ("state", n, id)));
-        let unused = declared
-            .filter(|&(kind, name, _)| {
-                !compiled.schedule.buffers.iter().any(|b| match &b.kind {
-                    BufferKind::Input(n) => kind == "input" && n == name,
-                    BufferKind::Param(n) => kind == "param" && n == name,
-                    BufferKind::State(n) => kind == "state" && n == name,
-                    _ => false,
-                })
-            })
-            .map(|(kind, name, id)| (kind, name.to_string(), g.ty(id).clone()))
-            .collect();
         Ok(CpuExecutable {
-            schedule: compiled.schedule.clone(),
+            program: Program::new(compiled),
             plan: compiled.memory.clone(),
             kernels,
             gemms,
@@ -233,8 +136,6 @@ impl CpuExecutable {
             derived_ready: false,
             states: HashMap::new(),
             arena: AlignedBytes::default(),
-            unused,
-            bounds: bounds(&compiled.graph),
             profile: switches::profile().then(|| {
                 let names: Vec<String> = compiled
                     .schedule
@@ -291,97 +192,16 @@ impl CpuExecutable {
 
     /// The schedule being run.
     pub fn schedule(&self) -> &Schedule {
-        &self.schedule
-    }
-
-    fn find(&self, kind: &'static str, name: &str) -> Result<BufferId, CpuError> {
-        self.schedule
-            .buffers
-            .iter()
-            .find(|b| match (&b.kind, kind) {
-                (BufferKind::Param(n), "param") => n == name,
-                (BufferKind::State(n), "state") => n == name,
-                (BufferKind::Input(n), "input") => n == name,
-                _ => false,
-            })
-            .map(|b| b.id)
-            .ok_or_else(|| CpuError::Unknown {
-                kind,
-                name: name.to_string(),
-            })
-    }
-
-    /// [`Self::find`], or `None` for a source the graph declares but never reads (`t` must
-    /// still have its dtype, rank and constant dims, as the interpreter checks).
-    fn find_used(
-        &self,
-        kind: &'static str,
-        name: &str,
-        t: &Tensor,
-    ) -> Result<Option<BufferId>, CpuError> {
-        let err = match self.find(kind, name) {
-            Err(e) => e,
-            r => return r.map(Some),
-        };
-        let Some((_, _, ty)) = self.unused.iter().find(|(k, n, _)| *k == kind && n == name) else {
-            return Err(err);
-        };
-        let fits = t.dtype() == ty.dtype
-            && t.shape().len() == ty.shape.rank()
-            && (ty.shape.dims().iter().zip(t.shape()))
-                .all(|(d, &n)| d.as_const().is_none_or(|c| c == n as i64));
-        if !fits {
-            return Err(CpuError::Mismatch {
-                kind,
-                name: name.to_string(),
-                expected: format!("{}{}", ty.dtype, ty.shape),
-                got: format!("{}{:?}", t.dtype(), t.shape()),
-            });
-        }
-        Ok(None)
-    }
-
-    /// Checks `t` against buffer `id`'s dtype and shape (symbols bound from `bindings`
-    /// where possible, otherwise any extent matches and the symbol is bound).
-    fn check(
-        &self,
-        kind: &'static str,
-        name: &str,
-        id: BufferId,
-        t: &Tensor,
-        bindings: &mut Bindings,
-    ) -> Result<(), CpuError> {
-        let info = &self.schedule.buffers[id.0 as usize];
-        let mismatch = || CpuError::Mismatch {
-            kind,
-            name: name.to_string(),
-            expected: format!("{}{}", info.dtype, info.shape),
-            got: format!("{}{:?}", t.dtype(), t.shape()),
-        };
-        if t.dtype() != info.dtype || t.shape().len() != info.shape.dims().len() {
-            return Err(mismatch());
-        }
-        for (d, &n) in info.shape.dims().iter().zip(t.shape()) {
-            if let Some(sym) = d.as_symbol() {
-                if bindings.get(sym).is_none() {
-                    bindings.set(sym, n as i64);
-                }
-            }
-            match d.eval(bindings) {
-                Ok(v) if v == n as i64 => {}
-                Ok(_) => return Err(mismatch()),
-                Err(_) => {} // checked once every symbol is bound, by buffer sizes
-            }
-        }
-        Ok(())
+        &self.program.schedule
     }
 
     /// Loads a weight (a `param` of the graph).
     pub fn set_param(&mut self, name: &str, t: &Tensor) -> Result<(), CpuError> {
-        let Some(id) = self.find_used("param", name, t)? else {
+        let Some(id) = self.program.find_used("param", name, t)? else {
             return Ok(());
         };
-        self.check("param", name, id, t, &mut Bindings::new())?;
+        self.program
+            .check("param", name, id, t, &mut Bindings::new())?;
         self.weights.insert(
             id,
             Weight::Owned(AlignedBytes::from_slice(&tensor_bytes(t))),
@@ -393,44 +213,10 @@ impl CpuExecutable {
     /// Loads param `name` from bytes in Kiln's layout (e.g. a memory-mapped file's),
     /// without copying them when they are aligned for their dtype.
     pub fn set_param_bytes(&mut self, name: &str, weight: &WeightTensor) -> Result<(), CpuError> {
-        let id = match self.find("param", name) {
-            Ok(id) => id,
-            Err(e) => {
-                let declared = self
-                    .unused
-                    .iter()
-                    .find(|(k, n, _)| *k == "param" && n == name);
-                let Some((_, _, ty)) = declared else {
-                    return Err(e);
-                };
-                let fits = weight.dtype == ty.dtype && weight.shape.len() == ty.shape.rank();
-                return if fits {
-                    Ok(())
-                } else {
-                    Err(CpuError::Mismatch {
-                        kind: "param",
-                        name: name.to_string(),
-                        expected: format!("{}{}", ty.dtype, ty.shape),
-                        got: format!("{}{:?}", weight.dtype, weight.shape),
-                    })
-                };
-            }
+        let Some(id) = self.program.weight_buffer(name, weight)? else {
+            return Ok(());
         };
-        let info = &self.schedule.buffers[id.0 as usize];
-        let mismatch = || CpuError::Mismatch {
-            kind: "param",
-            name: name.to_string(),
-            expected: format!("{}{}", info.dtype, info.shape),
-            got: format!("{}{:?}", weight.dtype, weight.shape),
-        };
-        let empty = Bindings::new();
-        let dims_fit = info.shape.rank() == weight.shape.len()
-            && (info.shape.dims().iter().zip(&weight.shape))
-                .all(|(d, &n)| d.eval(&empty).is_ok_and(|v| v == n as i64));
-        let need = bytes_of(info.dtype, &info.size, &empty).ok();
-        if weight.dtype != info.dtype || !dims_fit || need != Some(weight.bytes.as_slice().len()) {
-            return Err(mismatch());
-        }
+        let info = &self.program.schedule.buffers[id.0 as usize];
         let bytes = weight.bytes.as_slice();
         let align = info.dtype.size_bytes().unwrap_or(1).max(1);
         let w = if (bytes.as_ptr() as usize).is_multiple_of(align) {
@@ -458,10 +244,11 @@ impl CpuExecutable {
 
     /// Sets a state's value (e.g. an empty KV cache before the first step).
     pub fn set_state(&mut self, name: &str, t: &Tensor) -> Result<(), CpuError> {
-        let Some(id) = self.find_used("state", name, t)? else {
+        let Some(id) = self.program.find_used("state", name, t)? else {
             return Ok(());
         };
-        self.check("state", name, id, t, &mut Bindings::new())?;
+        self.program
+            .check("state", name, id, t, &mut Bindings::new())?;
         self.states.insert(
             name.to_string(),
             (
@@ -474,10 +261,10 @@ impl CpuExecutable {
 
     /// A state's current value.
     pub fn state(&self, name: &str) -> Option<Tensor> {
-        let id = self.find("state", name).ok()?;
+        let id = self.program.find("state", name).ok()?;
         let (bytes, shape) = self.states.get(name)?;
         tensor_from_bytes(
-            self.schedule.buffers[id.0 as usize].dtype,
+            self.program.schedule.buffers[id.0 as usize].dtype,
             shape.clone(),
             bytes.as_slice(),
         )
@@ -493,96 +280,25 @@ impl CpuExecutable {
         inputs: &[(&str, &Tensor)],
         bindings: &Bindings,
     ) -> Result<Vec<(String, Tensor)>, CpuError> {
-        let mut b = bindings.clone();
-        let mut input_bufs: HashMap<BufferId, AlignedBytes> = HashMap::new();
-        for (name, t) in inputs {
-            let Some(id) = self.find_used("input", name, t)? else {
-                continue;
-            };
-            self.check("input", name, id, t, &mut b)?;
-            input_bufs.insert(id, AlignedBytes::from_slice(&tensor_bytes(t)));
-        }
-        for info in &self.schedule.buffers {
-            match &info.kind {
-                BufferKind::Input(n) if !input_bufs.contains_key(&info.id) => {
-                    return Err(CpuError::Missing {
-                        kind: "input",
-                        name: n.clone(),
-                    })
-                }
-                BufferKind::State(n) => {
-                    let Some((_, shape)) = self.states.get(n) else {
-                        return Err(CpuError::Missing {
-                            kind: "state",
-                            name: n.clone(),
-                        });
-                    };
-                    for (d, &v) in info.shape.dims().iter().zip(shape) {
-                        if let Some(sym) = d.as_symbol() {
-                            if b.get(sym).is_none() {
-                                b.set(sym, v as i64);
-                            }
-                        }
-                    }
-                }
-                BufferKind::Param(n) if !self.weights.contains_key(&info.id) => {
-                    return Err(CpuError::Missing {
-                        kind: "param",
-                        name: n.clone(),
-                    })
-                }
-                _ => {}
-            }
-        }
-        // Every symbol has its value now: check the dims that could not be checked while
-        // symbols were still being bound (an input `[2*n]` given before the one binding `n`;
-        // a state's dims against explicit bindings).
-        for (name, t) in inputs {
-            if let Some(id) = self.find_used("input", name, t)? {
-                self.check("input", name, id, t, &mut b)?;
-            }
-        }
-        for info in &self.schedule.buffers {
-            let BufferKind::State(name) = &info.kind else {
-                continue;
-            };
-            let Some((_, shape)) = self.states.get(name) else {
-                continue;
-            };
-            let dims = info.shape.dims().iter().zip(shape);
-            if dims
-                .into_iter()
-                .any(|(d, &v)| d.eval(&b).is_ok_and(|x| x != v as i64))
-            {
-                return Err(CpuError::Mismatch {
-                    kind: "state",
-                    name: name.clone(),
-                    expected: format!("{}{}", info.dtype, info.shape),
-                    got: format!("{}{shape:?}", info.dtype),
-                });
-            }
-        }
-        for c in &self.bounds {
-            let (lo, hi) = (c.lo.eval(&b)?, c.hi.eval(&b)?);
-            if lo > hi {
-                return Err(CpuError::Bounds {
-                    what: c.what.clone(),
-                    condition: format!("{} <= {}", c.lo, c.hi),
-                    lo,
-                    hi,
-                });
-            }
-        }
-        // Inputs (and states) were copied into fresh buffers, which may sit at the address of
-        // an earlier run's buffer: forget every thread's cached dequantized block, or a
-        // quantized input could be read as the previous run's values.
+        let states = &self.states;
+        let weights = &self.weights;
+        let (b, used) = self.program.bind_run(
+            inputs,
+            bindings,
+            &|n| states.get(n).map(|(_, shape)| shape.clone()),
+            &|id| weights.contains_key(&id),
+        )?;
+        let mut input_bufs: HashMap<BufferId, AlignedBytes> = used
+            .into_iter()
+            .map(|(id, t)| (id, AlignedBytes::from_slice(&tensor_bytes(t))))
+            .collect();
         kiln_compiler::backend::cpu::scalar::clear_dequant_cache();
         if !self.derived_ready {
             self.run_load_time()?;
         }
         // Outputs (and new state values) get fresh buffers; intermediates live in the arena.
         let mut outputs: HashMap<BufferId, AlignedBytes> = HashMap::new();
-        for info in &self.schedule.buffers {
+        for info in &self.program.schedule.buffers {
             if info.kind == BufferKind::Output {
                 let n = bytes_of(info.dtype, &info.size, &b)?;
                 outputs.insert(info.id, AlignedBytes::zeroed(n));
@@ -592,13 +308,13 @@ impl CpuExecutable {
         self.arena.reserve_len(resolved.arena_bytes as usize);
         let arena = self.arena.as_mut_ptr();
         let mut ptrs: Vec<(*mut u8, usize)> =
-            vec![(std::ptr::null_mut(), 0); self.schedule.buffers.len()];
+            vec![(std::ptr::null_mut(), 0); self.program.schedule.buffers.len()];
         for (id, off, size) in &resolved.arena_buffers {
             // SAFETY: the plan keeps every arena buffer inside `arena_bytes`.
             ptrs[id.0] = (unsafe { arena.add(*off as usize) }, *size as usize);
         }
         let mut scratch: HashMap<BufferId, AlignedBytes> = HashMap::new();
-        for info in &self.schedule.buffers {
+        for info in &self.program.schedule.buffers {
             let slot = &mut ptrs[info.id.0 as usize];
             let ext = match &info.kind {
                 BufferKind::Input(_) => input_bufs.get_mut(&info.id),
@@ -626,19 +342,19 @@ impl CpuExecutable {
         }
         // Parallel launches split across the team here; its workers spin between them.
         let ptrs = &ptrs[..];
-        for launch in &self.schedule.launches {
+        for launch in &self.program.schedule.launches {
             match &self.profile {
                 Some(p) => p.time(launch.kernel, || self.launch(launch, ptrs, &b))?,
                 None => self.launch(launch, ptrs, &b)?,
             }
         }
         let mut result = Vec::new();
-        for (name, id) in &self.schedule.outputs {
+        for (name, id) in &self.program.schedule.outputs {
             result.push((name.clone(), self.fetch(*id, &outputs, &b)?));
         }
-        for (name, id) in &self.schedule.state_updates.clone() {
-            let info = &self.schedule.buffers[id.0 as usize];
-            if self.schedule.updated_in_place(name) {
+        for (name, id) in &self.program.schedule.state_updates.clone() {
+            let info = &self.program.schedule.buffers[id.0 as usize];
+            if self.program.schedule.updated_in_place(name) {
                 // Updated in place (a KV-cache write): the kernels wrote the state's bytes.
                 continue;
             }
@@ -658,7 +374,7 @@ impl CpuExecutable {
         outputs: &HashMap<BufferId, AlignedBytes>,
         b: &Bindings,
     ) -> Result<Tensor, CpuError> {
-        let info = &self.schedule.buffers[id.0 as usize];
+        let info = &self.program.schedule.buffers[id.0 as usize];
         let shape = eval_shape(&info.shape, b)?;
         let bytes = match &info.kind {
             BufferKind::Output => outputs.get(&id).map(|x| x.as_slice()),
@@ -678,7 +394,7 @@ impl CpuExecutable {
     /// Runs the load-time kernels (params to derived weights), once per set of weights.
     fn run_load_time(&mut self) -> Result<(), CpuError> {
         let b = Bindings::new();
-        for info in &self.schedule.buffers {
+        for info in &self.program.schedule.buffers {
             if info.kind == BufferKind::Derived && !self.weights.contains_key(&info.id) {
                 let n = bytes_of(info.dtype, &info.size, &b)?;
                 self.weights
@@ -686,11 +402,11 @@ impl CpuExecutable {
             }
         }
         let mut ptrs: Vec<(*mut u8, usize)> =
-            vec![(std::ptr::null_mut(), 0); self.schedule.buffers.len()];
+            vec![(std::ptr::null_mut(), 0); self.program.schedule.buffers.len()];
         for (id, w) in self.weights.iter_mut() {
             ptrs[id.0 as usize] = w.ptr_len();
         }
-        for launch in &self.schedule.load_time {
+        for launch in &self.program.schedule.load_time {
             self.launch(launch, &ptrs, &b)?;
         }
         self.derived_ready = true;
@@ -703,7 +419,7 @@ impl CpuExecutable {
         ptrs: &[(*mut u8, usize)],
         b: &Bindings,
     ) -> Result<(), CpuError> {
-        let kernel = &self.schedule.kernels[launch.kernel];
+        let kernel = &self.program.schedule.kernels[launch.kernel];
         let jit = &self.kernels[launch.kernel];
         let mut args: Vec<*mut u8> = Vec::with_capacity(kernel.params.len());
         // An empty buffer may have no storage behind its address (an empty arena is a
@@ -783,101 +499,4 @@ impl CpuExecutable {
         }
         Ok(())
     }
-}
-
-/// A condition `lo <= hi` on symbol values (see [`bounds`]).
-#[derive(Clone, Debug)]
-struct Bound {
-    what: String,
-    lo: Dim,
-    hi: Dim,
-}
-
-/// The conditions under which every kernel stays inside its buffers, which the interpreter
-/// checks per node (`EvalError::Bounds`, `NegativeDim`, `EmptyReduction`) and kernels,
-/// computing flat indices, cannot: slices within their operand, slice updates (KV-cache
-/// writes) within their destination, gather/scatter indices within their operand on the
-/// other axes, max/min/argmax over at least one element, paddings and sizes not negative.
-/// Only those of nodes the outputs and state updates need, and only symbolic ones (constant
-/// ones were checked when the graph was built); each distinct condition once.
-fn bounds(g: &Graph) -> Vec<Bound> {
-    let mut needed = vec![false; g.nodes().len()];
-    let mut stack: Vec<_> = g.result_nodes().collect();
-    while let Some(id) = stack.pop() {
-        if !std::mem::replace(&mut needed[id.index()], true) {
-            stack.extend(g.node(id).inputs.iter().copied());
-        }
-    }
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for (i, n) in g.nodes().iter().enumerate().filter(|(i, _)| needed[*i]) {
-        let size = |k: usize, axis: usize| g.ty(n.inputs[k]).shape.dims()[axis].clone();
-        let mut add = |lo: Dim, hi: Dim| {
-            if !(lo.is_const() && hi.is_const()) && seen.insert((lo.clone(), hi.clone())) {
-                let what = format!("%{i} {}", n.op.name());
-                out.push(Bound { what, lo, hi });
-            }
-        };
-        let zero = || Dim::from(0);
-        match &n.op {
-            Op::Slice {
-                axis, start, end, ..
-            } => {
-                add(zero(), start.clone());
-                add(start.clone(), end.clone());
-                add(end.clone(), size(0, *axis));
-            }
-            Op::SliceUpdate { axis, start } => {
-                add(zero(), start.clone());
-                add(start.clone() + size(1, *axis), size(0, *axis));
-            }
-            Op::Pad { pads, .. } => {
-                for (before, after) in pads {
-                    add(zero(), before.clone());
-                    add(zero(), after.clone());
-                }
-            }
-            // Max, min and argmax of no elements are errors, unless the result is empty too.
-            Op::Reduce {
-                op: ReduceOp::Max | ReduceOp::Min | ReduceOp::ArgMax,
-                axes,
-                ..
-            } => {
-                let some = n.ty.shape.numel().minimum(&Dim::from(1));
-                for &a in axes {
-                    add(some.clone(), size(0, a));
-                }
-            }
-            // Indices no larger than the operand on every other axis (PyTorch's rule).
-            Op::Gather { axis } | Op::Scatter { axis, .. } => {
-                for d in (0..n.ty.shape.rank()).filter(|d| d != axis) {
-                    if size(1, d) != size(0, d) {
-                        add(size(1, d), size(0, d));
-                    }
-                }
-            }
-            _ => {}
-        }
-        for d in n.ty.shape.dims() {
-            add(zero(), d.clone());
-        }
-    }
-    out
-}
-
-/// Bytes of `elements` values of `dtype`.
-fn bytes_of(dtype: DType, elements: &Dim, b: &Bindings) -> Result<usize, CpuError> {
-    let n = elements.eval(b)?.max(0) as usize;
-    Ok(match dtype {
-        DType::Quant(q) => n.div_ceil(q.block_size()) * q.block_bytes(),
-        d => n * d.size_bytes().unwrap_or(1),
-    })
-}
-
-fn eval_shape(shape: &kiln_ir::Shape, b: &Bindings) -> Result<Vec<usize>, CpuError> {
-    Ok(shape
-        .dims()
-        .iter()
-        .map(|d| d.eval(b).map(|v| v.max(0) as usize))
-        .collect::<Result<Vec<_>, _>>()?)
 }

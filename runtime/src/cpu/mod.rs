@@ -5,10 +5,11 @@
 mod bytes;
 mod executable;
 mod gemm;
-mod profile;
+
 mod switches;
 mod team;
 
 pub use bytes::{tensor_bytes, tensor_from_bytes, AlignedBytes};
 pub use executable::{CpuError, CpuExecutable, CpuOptions};
+pub(crate) use switches::profile as profile_switch;
 pub use switches::{q8_activations, q8_activations_override};

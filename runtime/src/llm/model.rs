@@ -1,7 +1,9 @@
-//! [`CausalLm`]: a causal language model compiled for the CPU, as the programs generation
+//! [`CausalLm`]: a causal language model compiled for a device (the CPU or a GPU through
+//! wgpu), as the programs generation
 //! needs, sharing one set of weights (memory-mapped, not copied) and one KV cache.
 
-use crate::cpu::{CpuError, CpuExecutable, CpuOptions};
+use crate::cpu::{CpuError, CpuOptions};
+use crate::device::{Device, Executable};
 use crate::weights::{WeightError, WeightTensor};
 use kiln_compiler::egraph::OptimizeOptions;
 use kiln_compiler::CompileError;
@@ -14,7 +16,7 @@ pub enum LmError {
     /// Compilation failed.
     #[error(transparent)]
     Compile(#[from] CompileError),
-    /// The CPU runtime refused a weight, an input or a run.
+    /// The executable (CPU or wgpu) refused a weight, an input or a run.
     #[error(transparent)]
     Cpu(#[from] CpuError),
     /// A weight is missing or malformed.
@@ -70,6 +72,8 @@ enum Holder {
 /// Options of a [`CausalLm`].
 #[derive(Clone, Debug, Default)]
 pub struct LmOptions {
+    /// Where the programs run (the CPU by default).
+    pub device: Device,
     /// CPU worker threads (0: one per core).
     pub threads: usize,
     /// Skip the e-graph optimizer (for debugging).
@@ -90,9 +94,9 @@ pub struct CausalLm {
     graphs: LmGraphs,
     options: LmOptions,
     weights: HashMap<String, WeightTensor>,
-    prompt: CpuExecutable,
-    step: CpuExecutable,
-    all: Option<CpuExecutable>,
+    prompt: Executable,
+    step: Executable,
+    all: Option<Executable>,
     holder: Holder,
     /// Positions in the cache.
     past: usize,
@@ -112,10 +116,14 @@ impl CausalLm {
         let (capacity, vocab) = shape_of(&graphs.step)?;
         progress("compile prompt");
         let mut prompt = build(&graphs.prompt, &weights, &options)?;
-        prompt.set_profile_label("prompt program");
+        if let Some(e) = prompt.as_cpu_mut() {
+            e.set_profile_label("prompt program");
+        }
         progress("compile step");
         let mut step = build(&graphs.step, &weights, &options)?;
-        step.set_profile_label("decode step program");
+        if let Some(e) = step.as_cpu_mut() {
+            e.set_profile_label("decode step program");
+        }
         progress("load");
         for (name, id) in graphs.step.states() {
             let ty = graphs.step.ty(id);
@@ -155,7 +163,9 @@ impl CausalLm {
     /// Whether decode products with block-quantized weights run on 8-bit activations (see
     /// [`LmOptions::f32_activations`]).
     pub fn quantizes_activations(&self) -> bool {
-        self.step.quantizes_activations()
+        self.step
+            .as_cpu()
+            .is_some_and(|e| e.quantizes_activations())
     }
 
     /// Vocabulary size (entries per logits row).
@@ -163,9 +173,14 @@ impl CausalLm {
         self.vocab
     }
 
-    /// Worker threads.
+    /// CPU worker threads (0 on another device).
     pub fn threads(&self) -> usize {
-        self.step.threads()
+        self.step.as_cpu().map_or(0, |e| e.threads())
+    }
+
+    /// What the programs run on (`cpu (N threads)`, or the GPU adapter).
+    pub fn device(&self) -> String {
+        self.step.describe()
     }
 
     /// Forgets the cached positions (the next call starts a new sequence). The cache's
@@ -271,22 +286,25 @@ impl CausalLm {
     }
 }
 
-/// Compiles `g` for the CPU and loads the weights it reads.
+/// Compiles `g` for the options' device and loads the weights it reads.
 fn build(
     g: &Graph,
     weights: &HashMap<String, WeightTensor>,
     options: &LmOptions,
-) -> Result<CpuExecutable, LmError> {
+) -> Result<Executable, LmError> {
     let opt = OptimizeOptions::default();
     let compiled = kiln_compiler::compile(g, (!options.no_optimize).then_some(&opt))?;
-    let mut exe = CpuExecutable::new(
+    let mut exe = Executable::new(
         &compiled,
+        &options.device,
         &CpuOptions {
             threads: options.threads,
         },
     )?;
-    exe.use_microkernels(!options.exact);
-    exe.quantize_activations(!options.exact && !options.f32_activations);
+    if let Some(e) = exe.as_cpu_mut() {
+        e.use_microkernels(!options.exact);
+        e.quantize_activations(!options.exact && !options.f32_activations);
+    }
     for (name, _) in g.params() {
         let w = weights
             .get(name)

@@ -1,5 +1,6 @@
-//! Per-kernel wall-clock profile of a CPU executable, switched on by the environment
-//! variable `KILN_PROFILE=1` ([`super::switches::profile`]). Each executable accumulates
+//! Per-kernel wall-clock profile of an executable, switched on by the environment
+//! variable `KILN_PROFILE=1` (`crate::cpu::switches::profile`; the wgpu executable then
+//! submits and waits for each launch alone). Each executable accumulates
 //! the time and count of every launch and prints a table to stderr when it is dropped:
 //! kernels grouped by their name without the `kN_` prefix (the executable names them
 //! `k12_matmul (MatMul)`: the op they were lowered from and their kind), largest total
