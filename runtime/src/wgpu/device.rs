@@ -3,7 +3,7 @@
 //! executables of one model, and the device's errors turned into values.
 
 use crate::program::ExecError;
-use kiln_compiler::backend::wgsl::WgslKernel;
+use kiln_compiler::backend::wgsl::{Target, WgslKernel};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
@@ -35,6 +35,8 @@ pub struct WgpuDevice {
     pub queue: wgpu::Queue,
     /// The device's limits (the adapter's best).
     pub limits: wgpu::Limits,
+    /// What kernels may use beyond core WebGPU.
+    pub target: Target,
     pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
     weights: Mutex<HashMap<(usize, usize), Weak<GpuBuffer>>>,
     error: Arc<Mutex<Option<String>>>,
@@ -68,6 +70,16 @@ impl WgpuDevice {
     /// Opens an adapter: `selector` is its index in [`adapters`] or a case-insensitive part
     /// of its name; `None` takes the best (discrete, integrated, virtual, then CPU drivers).
     pub fn new(selector: Option<&str>) -> Result<Arc<WgpuDevice>, ExecError> {
+        let allow = std::env::var("KILN_WGSL_SUBGROUPS").map_or(true, |v| v != "0");
+        WgpuDevice::with_subgroups(selector, allow)
+    }
+
+    /// [`WgpuDevice::new`], using subgroup operations only if `allow` (and the adapter has
+    /// them): `KILN_WGSL_SUBGROUPS=0` makes `new` pass false.
+    pub fn with_subgroups(
+        selector: Option<&str>,
+        allow: bool,
+    ) -> Result<Arc<WgpuDevice>, ExecError> {
         let inst = instance();
         let all = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
         let names = || {
@@ -96,9 +108,15 @@ impl WgpuDevice {
                 .ok_or_else(|| ExecError::Device(format!("no adapter; adapters: {}", names())))?,
         };
         let limits = adapter.limits();
+        let subgroups = allow && adapter.features().contains(wgpu::Features::SUBGROUP);
+        let features = if subgroups {
+            wgpu::Features::SUBGROUP
+        } else {
+            wgpu::Features::empty()
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("kiln"),
-            required_features: wgpu::Features::empty(),
+            required_features: features,
             required_limits: limits.clone(),
             experimental_features: Default::default(),
             memory_hints: wgpu::MemoryHints::Performance,
@@ -116,6 +134,7 @@ impl WgpuDevice {
             device,
             queue,
             limits,
+            target: Target { subgroups },
             pipelines: Mutex::default(),
             weights: Mutex::default(),
             error,

@@ -66,7 +66,7 @@ impl WgpuExecutable {
         };
         let mut kernels = Vec::new();
         for k in &s.kernels {
-            let w = compile_kernel(k, &layout)?;
+            let w = compile_kernel(k, &layout, device.target)?;
             if std::env::var_os("KILN_DUMP_WGSL").is_some() {
                 eprintln!("{k}\n{}", w.source);
             }

@@ -1,7 +1,7 @@
 //! The printer: one loop-IR kernel to one WGSL module (see the module docs of
 //! [`super`] for the mapping).
 
-use super::{dequant, prelude, Binding, Layout, MetaSlot, WgslError, WgslKernel};
+use super::{dequant, prelude, Binding, Layout, MetaSlot, Target, WgslError, WgslKernel};
 use crate::loop_ir::{BufferId, Expr, Kernel, KernelKind, Loop, LoopKind, Stmt};
 use kiln_ir::{BinaryOp, DType, Dim, DimAtom, QuantType, Scalar, UnaryOp};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -49,11 +49,19 @@ struct Emitter {
     /// Stores are done by thread 0 only (cooperative mode, outside a split loop).
     guard_stores: bool,
     red_types: BTreeSet<&'static str>,
+    target: Target,
+    /// Whether a subgroup op was emitted (`main` then takes the subgroup builtins; naga 30
+    /// accepts subgroup ops without `enable subgroups;`, which it does not parse yet).
+    used_subgroups: bool,
 }
 
 /// Emits `kernel` (not yet validated).
-pub(super) fn emit(kernel: &Kernel, layout: &Layout) -> Result<WgslKernel, WgslError> {
-    emit_inner(kernel, layout).map_err(|message| WgslError::Unsupported {
+pub(super) fn emit(
+    kernel: &Kernel,
+    layout: &Layout,
+    target: Target,
+) -> Result<WgslKernel, WgslError> {
+    emit_inner(kernel, layout, target).map_err(|message| WgslError::Unsupported {
         kernel: kernel.name.clone(),
         message,
     })
@@ -78,7 +86,7 @@ fn gpu_nest(kernel: &Kernel) -> Vec<&Loop> {
     nest
 }
 
-fn emit_inner(kernel: &Kernel, layout: &Layout) -> R<WgslKernel> {
+fn emit_inner(kernel: &Kernel, layout: &Layout, target: Target) -> R<WgslKernel> {
     // Bindings: the layout's groups first (those with a parameter here), then one each.
     let mut bindings: Vec<Binding> = Vec::new();
     let mut binding_of: HashMap<BufferId, usize> = HashMap::new();
@@ -193,6 +201,8 @@ fn emit_inner(kernel: &Kernel, layout: &Layout) -> R<WgslKernel> {
         renames: HashMap::new(),
         guard_stores: mode != Mode::Flat,
         red_types: BTreeSet::new(),
+        target,
+        used_subgroups: false,
     };
     for (j, s) in kernel.symbols.iter().enumerate() {
         e.line(&format!("let s_{s} = {};", meta_ref(j)));
@@ -306,7 +316,12 @@ fn emit_inner(kernel: &Kernel, layout: &Layout) -> R<WgslKernel> {
         src.push_str("\n\n");
     }
     writeln!(src, "@compute @workgroup_size({wg})").unwrap();
-    writeln!(src, "fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {{").unwrap();
+    let sg_args = if e.used_subgroups {
+        ", @builtin(subgroup_invocation_id) sgl: u32, @builtin(subgroup_id) sgid: u32, @builtin(num_subgroups) nsg: u32"
+    } else {
+        ""
+    };
+    writeln!(src, "fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32{sg_args}) {{").unwrap();
     src.push_str(&e.out);
     src.push_str("}\n");
     Ok(WgslKernel {
@@ -762,6 +777,34 @@ impl Emitter {
         let red = if float { "f32" } else { "i32" };
         self.red_types.insert(red);
         let arr = format!("kiln_red_{red}");
+        let sg_op = match sp.op {
+            BinaryOp::Add => Some("subgroupAdd"),
+            BinaryOp::Mul => Some("subgroupMul"),
+            BinaryOp::Max if !float => Some("subgroupMax"),
+            BinaryOp::Min if !float => Some("subgroupMin"),
+            _ => None,
+        };
+        let exact_steps = !matches!(sp.dtype, DType::F16 | DType::BF16);
+        if let Some(op) = sg_op.filter(|_| self.target.subgroups && exact_steps) {
+            // One op per subgroup, its result in the subgroup's slot, then thread 0 folds
+            // the subgroups' results in order.
+            self.used_subgroups = true;
+            let combined = self.binary_str(sp.op, sp.dtype, "a", &format!("{arr}[i]"))?;
+            self.line(&format!("let kiln_sg{f} = {op}({acc});"));
+            self.line(&format!("if (sgl == 0u) {{ {arr}[sgid] = kiln_sg{f}; }}"));
+            self.line("workgroupBarrier();");
+            self.line("if (lid == 0u) {");
+            self.line(&format!("    var a = {arr}[0];"));
+            self.line(&format!(
+                "    for (var i: u32 = 1u; i < nsg; i = i + 1u) {{ a = {combined}; }}"
+            ));
+            self.line(&format!("    {arr}[0] = a;"));
+            self.line("}");
+            self.line("workgroupBarrier();");
+            self.line(&format!("{acc} = {arr}[0];"));
+            self.line("workgroupBarrier();");
+            return Ok(());
+        }
         self.line(&format!("{arr}[lid] = {acc};"));
         self.line("workgroupBarrier();");
         let combined = self.binary_str(

@@ -44,8 +44,9 @@
 //!   the partial accumulators in workgroup memory with a tree, and all continue with the
 //!   result; other statements run in every thread with the same values, and a store outside
 //!   a split loop is done by thread 0 only. A storage barrier separates a store from later
-//!   statements that read memory. The tree combines in another order than the interpreter's
-//!   sequential sum (f32 accumulation error).
+//!   statements that read memory. The tree (or, with [`Target::subgroups`], a subgroup op
+//!   per subgroup and then thread 0 over the subgroups) combines in another order than the
+//!   interpreter's sequential sum (f32 accumulation error).
 //! - **Single**: no nest and nothing to split (a serial scatter): one workgroup of
 //!   [`COOP_THREADS`] threads, as a cooperative kernel's single point: top-level parallel
 //!   loops split across the threads, serial loops run in every thread with thread 0 storing.
@@ -71,6 +72,16 @@ pub use emit::COOP_THREADS;
 pub struct Layout {
     /// Groups of buffers bound together (e.g. every intermediate, in the runtime's arena).
     pub shared: Vec<Vec<BufferId>>,
+}
+
+/// What the adapter offers beyond core WebGPU.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    /// Subgroup operations (wgpu's `SUBGROUP` feature): cooperative sums and products (and integer
+    /// min/max) combine each subgroup with one `subgroupAdd`-style op before the workgroup
+    /// step, instead of a tree over workgroup memory. Float min/max (whose NaN rule subgroup
+    /// ops do not promise) and f16/bf16 accumulators (rounded after every step) keep the tree.
+    pub subgroups: bool,
 }
 
 /// One value of a kernel's uniform buffer.
@@ -135,11 +146,15 @@ pub enum WgslError {
     },
 }
 
-/// Compiles `kernel` to WGSL with the bindings `layout` asks for, and validates the result
-/// with naga.
-pub fn compile_kernel(kernel: &Kernel, layout: &Layout) -> Result<WgslKernel, WgslError> {
-    let k = emit::emit(kernel, layout)?;
-    validate(&k.source).map_err(|message| WgslError::Invalid {
+/// Compiles `kernel` to WGSL with the bindings `layout` asks for, for an adapter offering
+/// `target`, and validates the result with naga.
+pub fn compile_kernel(
+    kernel: &Kernel,
+    layout: &Layout,
+    target: Target,
+) -> Result<WgslKernel, WgslError> {
+    let k = emit::emit(kernel, layout, target)?;
+    validate(&k.source, target).map_err(|message| WgslError::Invalid {
         kernel: kernel.name.clone(),
         message,
         loop_ir: kernel.to_string(),
@@ -148,15 +163,17 @@ pub fn compile_kernel(kernel: &Kernel, layout: &Layout) -> Result<WgslKernel, Wg
     Ok(k)
 }
 
-/// Parses and validates a WGSL module with naga (all validation flags, the capabilities every
-/// WebGPU adapter has).
-pub fn validate(source: &str) -> Result<(), String> {
+/// Parses and validates a WGSL module with naga (all validation flags; the capabilities every
+/// WebGPU adapter has, plus subgroups where `target` has them).
+pub fn validate(source: &str, target: Target) -> Result<(), String> {
     let module = naga::front::wgsl::parse_str(source).map_err(|e| e.emit_to_string(source))?;
-    naga::valid::Validator::new(
-        naga::valid::ValidationFlags::all(),
-        naga::valid::Capabilities::empty(),
-    )
-    .validate(&module)
-    .map_err(|e| e.emit_to_string(source))?;
+    let caps = if target.subgroups {
+        naga::valid::Capabilities::SUBGROUP
+    } else {
+        naga::valid::Capabilities::empty()
+    };
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+        .validate(&module)
+        .map_err(|e| e.emit_to_string(source))?;
     Ok(())
 }
