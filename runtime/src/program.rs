@@ -81,6 +81,13 @@ pub enum ExecError {
         /// Bytes the kernel's parameter declares.
         need: usize,
     },
+    /// An i64 value (a token id, a gather index) outside the 32 bits the WGSL backend computes
+    /// integers in; the results are invalid.
+    #[error("kernel {kernel}: an i64 value outside the 32-bit range the WGSL backend computes in")]
+    Int64Range {
+        /// The kernel.
+        kernel: String,
+    },
     /// The thread pool could not be created.
     #[error("thread pool: {0}")]
     Threads(String),

@@ -5,6 +5,7 @@ mod common;
 
 use common::{compiled, executable, interp, run_cpu, tensor_i64, uniform, Feeds, Rng};
 use kiln_ir::{DType, Dim, Graph, ScatterReduce, Shape, Tensor};
+use kiln_runtime::wgpu::WgpuExecutable;
 use kiln_runtime::{CpuError, CpuExecutable, CpuOptions};
 
 fn shape(dims: &[Dim]) -> Shape {
@@ -123,6 +124,57 @@ fn out_of_range_indices_are_errors() {
             let want = interp(&g, &f);
             common::compare_results(op, &got, &want, &|_| common::Tol::Exact).unwrap();
         }
+        wgsl_out_of_range(op, &g, &axis_len, &mut rng);
+    }
+}
+
+/// The same on the wgpu adapter: the WGSL backend checks data-dependent indices against
+/// their buffer (`IndexOutOfRange`) and i64 values against its 32 bits (`Int64Range`:
+/// `1 << 40` and `i64::MIN`).
+fn wgsl_out_of_range(op: &str, g: &Graph, axis_len: &dyn Fn(usize) -> i64, rng: &mut Rng) {
+    let Some(device) = common::wgpu_device() else {
+        return;
+    };
+    for optimize in [false, true] {
+        let c = compiled(g, optimize);
+        let mut exe = WgpuExecutable::new(&c, device.clone()).unwrap();
+        let run = |exe: &mut WgpuExecutable, f: &Feeds| {
+            let inputs: Vec<(&str, &Tensor)> =
+                f.inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            exe.run(&inputs, &f.bindings)
+        };
+        for rows in [5usize, 3000] {
+            let len = axis_len(rows);
+            let bad: [(&[i64], bool); 5] = [
+                (&[0, len], true),
+                (&[-1, 2], true),
+                (&[1, 1 << 40], false),
+                (&[i64::MIN, 0], false),
+                (&[len + 1, len - 1], true),
+            ];
+            for (ids, index) in bad {
+                let f = indexing_feeds(op, rows, ids, rng);
+                match run(&mut exe, &f) {
+                    Err(CpuError::IndexOutOfRange { .. }) if index => {}
+                    Err(CpuError::Int64Range { .. }) if !index => {}
+                    Err(e) => panic!("wgsl {op} {ids:?} rows {rows}: {e}"),
+                    Ok(_) => {
+                        panic!("wgsl {op} {ids:?} rows {rows} (optimize {optimize}): no error")
+                    }
+                }
+            }
+        }
+        let f = indexing_feeds(op, 5, &[axis_len(5) - 1, 0, 3], rng);
+        let outputs = run(&mut exe, &f).unwrap();
+        let got = common::Results {
+            outputs,
+            states: Vec::new(),
+        };
+        let want = interp(g, &f);
+        common::WGSL_TOLERANCE.with(|c| c.set(true));
+        let r = common::compare_results(op, &got, &want, &|_| common::Tol::Exact);
+        common::WGSL_TOLERANCE.with(|c| c.set(false));
+        r.unwrap();
     }
 }
 

@@ -304,6 +304,18 @@ impl WgpuDevice {
                 count: None,
             });
         }
+        if k.status {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: k.bindings.len() as u32 + 1,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: false },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
         let layout = d.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some(&k.name),
             entries: &entries,

@@ -36,6 +36,8 @@ pub struct WgpuExecutable {
     /// Inputs, outputs and buffers outside the arena, kept between runs while big enough.
     io: HashMap<BufferId, Arc<GpuBuffer>>,
     arena: Option<Arc<GpuBuffer>>,
+    /// One status word per launch (per-run, then load-time; see `WgslKernel::status`).
+    status: Arc<GpuBuffer>,
     uniform: Option<(wgpu::Buffer, u64, u64)>,
     /// Per launch (per-run launches, then load-time ones): the buffer ids bound and the group.
     groups: Vec<Option<(Vec<u64>, wgpu::BindGroup)>>,
@@ -91,7 +93,10 @@ impl WgpuExecutable {
                 names,
             )
         });
+        let words = (s.launches.len() + s.load_time.len()).max(1);
+        let status = device.buffer(4 * words as u64, "status")?;
         Ok(WgpuExecutable {
+            status,
             profile,
             program: Program::new(compiled),
             plan: compiled.memory.clone(),
@@ -200,6 +205,8 @@ impl WgpuExecutable {
             &|n| states.get(n).map(|(_, shape)| shape.clone()),
             &|id| weights.contains_key(&id),
         )?;
+        self.device
+            .write(&self.status, &vec![0u8; self.status.size as usize]);
         if !self.derived_ready {
             self.run_load_time()?;
         }
@@ -236,8 +243,11 @@ impl WgpuExecutable {
         for (_, id) in self.program.schedule.outputs.iter() {
             wanted.push((*id, self.buffer_of(*id)?, sizes[id]));
         }
-        let refs: Vec<(&GpuBuffer, u64)> = wanted.iter().map(|(_, b, n)| (&**b, *n)).collect();
-        let data = self.device.download(&refs)?;
+        let mut refs: Vec<(&GpuBuffer, u64)> = wanted.iter().map(|(_, b, n)| (&**b, *n)).collect();
+        refs.push((&self.status, self.status.size));
+        let mut data = self.device.download(&refs)?;
+        let status = data.pop().unwrap_or_default();
+        self.check_status(&status)?;
         let mut result = Vec::new();
         for ((name, id), bytes) in self.program.schedule.outputs.iter().zip(&data) {
             let info = &self.program.schedule.buffers[id.0 as usize];
@@ -283,6 +293,30 @@ impl WgpuExecutable {
             self.states.insert(name, (buf, shape));
         }
         Ok(result)
+    }
+
+    /// The first launch whose status word is set, as an error.
+    fn check_status(&self, words: &[u8]) -> Result<(), ExecError> {
+        let s = &self.program.schedule;
+        for (slot, w) in words.chunks_exact(4).enumerate() {
+            let w = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            if w == 0 {
+                continue;
+            }
+            let launch = s
+                .launches
+                .iter()
+                .chain(&s.load_time)
+                .nth(slot)
+                .map_or(0, |l| l.kernel);
+            let kernel = s.kernels[launch].name.clone();
+            return Err(if w & 1 != 0 {
+                ExecError::IndexOutOfRange { kernel }
+            } else {
+                ExecError::Int64Range { kernel }
+            });
+        }
+        Ok(())
     }
 
     /// An input, output or non-arena buffer of at least `bytes`, reallocated when smaller.
@@ -353,6 +387,7 @@ impl WgpuExecutable {
                 let v = match slot {
                     MetaSlot::Symbol(s) => b.get(s).map_or_else(|| Dim::symbol(s).eval(b), Ok)?,
                     MetaSlot::Offset(id) => offsets.get(id).copied().unwrap_or(0) as i64,
+                    MetaSlot::StatusWord => (first + at.len() - 1) as i64,
                 };
                 let v = i32::try_from(v).map_err(|_| {
                     ExecError::Device(format!(
@@ -393,6 +428,9 @@ impl WgpuExecutable {
             let mut bufs = Vec::new();
             for binding in &k.bindings {
                 bufs.push(self.buffer_of(binding.buffers[0])?);
+            }
+            if k.status {
+                bufs.push(self.status.clone());
             }
             let mut key: Vec<u64> = bufs.iter().map(|x| x.id).collect();
             key.push(uid);

@@ -50,6 +50,13 @@ struct Emitter {
     guard_stores: bool,
     red_types: BTreeSet<&'static str>,
     target: Target,
+    /// Data-dependent index symbols (integer lets and binds): indices that mention one are
+    /// checked against their buffer's length.
+    data_syms: HashSet<String>,
+    /// Each buffer's length in elements (as the kernel declares it).
+    lens: HashMap<BufferId, Dim>,
+    /// Whether the kernel reports through the status binding.
+    status: bool,
     /// Whether a subgroup op was emitted (`main` then takes the subgroup builtins; naga 30
     /// accepts subgroup ops without `enable subgroups;`, which it does not parse yet).
     used_subgroups: bool,
@@ -152,6 +159,8 @@ fn emit_inner(kernel: &Kernel, layout: &Layout, target: Target) -> R<WgslKernel>
         meta.push(MetaSlot::Offset(p.id));
     }
 
+    let status_slot = meta.len();
+    meta.push(MetaSlot::StatusWord);
     let nest = gpu_nest(kernel);
     let body: &[Stmt] = nest
         .last()
@@ -202,6 +211,13 @@ fn emit_inner(kernel: &Kernel, layout: &Layout, target: Target) -> R<WgslKernel>
         guard_stores: mode != Mode::Flat,
         red_types: BTreeSet::new(),
         target,
+        data_syms: HashSet::new(),
+        lens: kernel
+            .params
+            .iter()
+            .map(|p| (p.id, p.len.clone()))
+            .collect(),
+        status: false,
         used_subgroups: false,
     };
     for (j, s) in kernel.symbols.iter().enumerate() {
@@ -211,6 +227,7 @@ fn emit_inner(kernel: &Kernel, layout: &Layout, target: Target) -> R<WgslKernel>
         let slot = e.params[&p.id].1.slot;
         e.line(&format!("let o_{} = {};", p.id.0, meta_ref(slot)));
     }
+    e.line(&format!("let kiln_sw = u32({});", meta_ref(status_slot)));
     e.line("let kiln_g = i32(wid.x + wid.y * nwg.x);");
     if !nest.is_empty() {
         let n = e.dim(&total)?;
@@ -281,6 +298,14 @@ fn emit_inner(kernel: &Kernel, layout: &Layout, target: Target) -> R<WgslKernel>
         )
         .unwrap();
     }
+    if e.status {
+        writeln!(
+            src,
+            "@group(0) @binding({}) var<storage, read_write> kiln_status: array<atomic<u32>>;",
+            bindings.len() + 1
+        )
+        .unwrap();
+    }
     for t in &e.red_types {
         writeln!(
             src,
@@ -331,6 +356,7 @@ fn emit_inner(kernel: &Kernel, layout: &Layout, target: Target) -> R<WgslKernel>
         workgroups,
         bindings,
         meta,
+        status: e.status,
     })
 }
 
@@ -641,6 +667,9 @@ impl Emitter {
                 let ty = wgsl_ty(*dtype)?;
                 let name = self.name(var);
                 self.line(&format!("{kw} {name}: {ty} = {v};"));
+                if dtype.is_int() {
+                    self.data_syms.insert(var.clone());
+                }
             }
             Stmt::Assign { var, value } => {
                 let v = self.expr(value)?;
@@ -653,8 +682,7 @@ impl Emitter {
                 value,
             } => {
                 let v = self.expr(value)?;
-                let i = self.dim(index)?;
-                let i = self.bind("i32", i);
+                let i = self.index(*buffer, index)?;
                 if self.guard_stores {
                     self.line("if (lid == 0u) {");
                     self.block(|e| e.store(*buffer, &i, &v))?;
@@ -834,9 +862,30 @@ impl Emitter {
             .ok_or_else(|| format!("{b} is not a parameter"))
     }
 
-    fn load(&mut self, b: BufferId, dtype: DType, index: &Dim) -> R<String> {
+    /// `index` of buffer `b` as a bound i32; a data-dependent one is checked against the
+    /// buffer's length (status bit 1 when outside) and clamped into it.
+    fn index(&mut self, b: BufferId, index: &Dim) -> R<String> {
         let i = self.dim(index)?;
         let i = self.bind("i32", i);
+        if !index.symbols().iter().any(|s| self.data_syms.contains(s)) {
+            return Ok(i);
+        }
+        let len = self
+            .lens
+            .get(&b)
+            .cloned()
+            .ok_or_else(|| format!("{b} is not a parameter"))?;
+        let n = self.dim(&len)?;
+        let n = self.bind("i32", n);
+        self.status = true;
+        self.line(&format!(
+            "if (({i} < 0i) || ({i} >= {n})) {{ atomicOr(&kiln_status[kiln_sw], 1u); }}"
+        ));
+        Ok(self.bind("i32", format!("clamp({i}, 0i, max({n} - 1i, 0i))")))
+    }
+
+    fn load(&mut self, b: BufferId, dtype: DType, index: &Dim) -> R<String> {
+        let i = self.index(b, index)?;
         let p = self.param(b)?;
         let (binding, atomic, pdtype) = (p.binding, p.atomic, p.dtype);
         let word = |idx: &str| word_ref(binding, atomic, idx);
@@ -852,7 +901,18 @@ impl Emitter {
             DType::I32 | DType::U32 => {
                 format!("bitcast<i32>({})", word(&format!("{o} + {i}")))
             }
-            DType::I64 => format!("bitcast<i32>({})", word(&format!("{o} + 2i * {i}"))),
+            DType::I64 => {
+                // The high word must be the low word's sign: values are 32-bit here (status
+                // bit 2 otherwise).
+                let lo = word(&format!("{o} + 2i * {i}"));
+                let hi = word(&format!("{o} + 2i * {i} + 1i"));
+                let lo = self.bind("u32", lo);
+                self.status = true;
+                self.line(&format!(
+                    "if ({hi} != select(0u, 0xffffffffu, ({lo} >> 31u) != 0u)) {{ atomicOr(&kiln_status[kiln_sw], 2u); }}"
+                ));
+                format!("bitcast<i32>({lo})")
+            }
             DType::F64 => {
                 let lo = word(&format!("{o} + 2i * {i}"));
                 let hi = word(&format!("{o} + 2i * {i} + 1i"));
@@ -970,7 +1030,7 @@ impl Emitter {
                 qtype,
                 index,
             } => {
-                let i = self.dim(index)?;
+                let i = self.index(*buffer, index)?;
                 let (pi, p) = self
                     .params
                     .get(buffer)
@@ -1012,6 +1072,7 @@ impl Emitter {
                 let t = self.fresh();
                 self.line(&format!("let {t}: i32 = {v};"));
                 let old = self.renames.insert(var.clone(), t);
+                self.data_syms.insert(var.clone());
                 let r = self.expr(body);
                 match old {
                     Some(o) => self.renames.insert(var.clone(), o),

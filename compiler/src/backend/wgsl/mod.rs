@@ -91,6 +91,8 @@ pub enum MetaSlot {
     Symbol(String),
     /// The base offset, in 32-bit words, of a buffer within its binding.
     Offset(BufferId),
+    /// Which word of the status buffer this launch reports in (see [`WgslKernel::status`]).
+    StatusWord,
 }
 
 /// A storage binding of a kernel.
@@ -118,6 +120,12 @@ pub struct WgslKernel {
     pub bindings: Vec<Binding>,
     /// The uniform's values (binding 0), in order: `i32`s packed four to a `vec4`.
     pub meta: Vec<MetaSlot>,
+    /// Whether the kernel takes a status buffer (`array<atomic<u32>>`, the binding after
+    /// [`WgslKernel::bindings`]) and ORs into its [`MetaSlot::StatusWord`]: bit 1 when a
+    /// data-dependent index (embedding row, gather, scatter) fell outside its buffer (the
+    /// access is clamped into it), bit 2 when an i64 value did not fit the 32 bits it is
+    /// computed in. The runtime turns either into an error.
+    pub status: bool,
 }
 
 /// Why a kernel could not be compiled to WGSL.
