@@ -22,6 +22,8 @@ pub struct Options {
     pub egraph: bool,
     /// Print the optimized schedule's kernels (loop IR).
     pub kernels: bool,
+    /// Print the optimized schedule's kernels as WGSL.
+    pub wgsl: bool,
     /// Symbol values for the report.
     pub bind: Vec<(String, i64)>,
 }
@@ -33,7 +35,7 @@ pub fn run(target: &str, options: &Options) -> anyhow::Result<()> {
         println!("{graph}");
     }
     print!("{}", summary(&graph));
-    if options.compile || options.egraph || options.kernels {
+    if options.compile || options.egraph || options.kernels || options.wgsl {
         compile_report(&graph, options)?;
     }
     Ok(())
@@ -75,6 +77,16 @@ fn compile_report(graph: &Graph, options: &Options) -> anyhow::Result<()> {
     if options.kernels {
         for k in &opt.schedule.kernels {
             println!("{k}");
+        }
+    }
+    if options.wgsl {
+        use kiln_compiler::backend::wgsl::{compile_kernel, Layout, Target};
+        for k in &opt.schedule.kernels {
+            let w = compile_kernel(k, &Layout::default(), Target::default())?;
+            println!(
+                "// {} workgroups of {} threads\n{}",
+                w.workgroups, w.workgroup_size, w.source
+            );
         }
     }
     Ok(())

@@ -54,6 +54,10 @@ enum Command {
         /// backends generate code from).
         #[arg(long)]
         kernels: bool,
+        /// With --compile: print the optimized schedule's kernels as WGSL (each validated by
+        /// naga; for an adapter without subgroup operations).
+        #[arg(long)]
+        wgsl: bool,
         /// Symbol values for the report, e.g. `--bind seq=128 --bind past=0`; unbound symbols
         /// are 512.
         #[arg(long, value_parser = parse_binding)]
@@ -75,6 +79,7 @@ fn main() -> anyhow::Result<()> {
             compile,
             egraph,
             kernels,
+            wgsl,
             bind,
         } => inspect::run(
             &target,
@@ -83,6 +88,7 @@ fn main() -> anyhow::Result<()> {
                 compile,
                 egraph,
                 kernels,
+                wgsl,
                 bind,
             },
         ),

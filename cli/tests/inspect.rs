@@ -115,3 +115,13 @@ fn inspect_compiles_and_reports() {
     assert!(!ok);
     assert!(stderr.contains("expected SYMBOL=VALUE"), "{stderr}");
 }
+
+#[test]
+fn inspect_prints_wgsl() {
+    let path = write("wgsl.kiln", GRAPH);
+    let (ok, stdout, stderr) = kiln(&["inspect", path.to_str().unwrap(), "--summary", "--wgsl"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("@compute @workgroup_size("), "{stdout}");
+    // The Q4_0 weight is dequantized in the shader.
+    assert!(stdout.contains("fn kiln_dq_1(i: i32) -> f32"), "{stdout}");
+}
