@@ -70,7 +70,7 @@ impl Executable {
                 Executable::Wgpu(WgpuExecutable::new(compiled, WgpuDevice::shared()?)?)
             }
             Device::Wgpu(Some(a)) => {
-                Executable::Wgpu(WgpuExecutable::new(compiled, WgpuDevice::new(Some(a))?)?)
+                Executable::Wgpu(WgpuExecutable::new(compiled, WgpuDevice::open(Some(a))?)?)
             }
         })
     }

@@ -229,6 +229,21 @@ impl Program {
         Ok(())
     }
 
+    /// The buffer a param or state `name` (`kind`) set to `t` goes into, after checking `t`'s
+    /// dtype and shape (no symbols bound); `None` for one no kernel reads.
+    pub fn source_buffer(
+        &self,
+        kind: &'static str,
+        name: &str,
+        t: &Tensor,
+    ) -> Result<Option<BufferId>, ExecError> {
+        let Some(id) = self.find_used(kind, name, t)? else {
+            return Ok(None);
+        };
+        self.check(kind, name, id, t, &mut Bindings::new())?;
+        Ok(Some(id))
+    }
+
     /// The buffer param `name` loads into from `weight` (bytes in Kiln's layout), after
     /// checking its dtype, shape and byte count; `None` for a param no kernel reads.
     pub fn weight_buffer(

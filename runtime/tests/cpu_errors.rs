@@ -138,11 +138,6 @@ fn wgsl_out_of_range(op: &str, g: &Graph, axis_len: &dyn Fn(usize) -> i64, rng: 
     for optimize in [false, true] {
         let c = compiled(g, optimize);
         let mut exe = WgpuExecutable::new(&c, device.clone()).unwrap();
-        let run = |exe: &mut WgpuExecutable, f: &Feeds| {
-            let inputs: Vec<(&str, &Tensor)> =
-                f.inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-            exe.run(&inputs, &f.bindings)
-        };
         for rows in [5usize, 3000] {
             let len = axis_len(rows);
             let bad: [(&[i64], bool); 5] = [
@@ -154,7 +149,7 @@ fn wgsl_out_of_range(op: &str, g: &Graph, axis_len: &dyn Fn(usize) -> i64, rng: 
             ];
             for (ids, index) in bad {
                 let f = indexing_feeds(op, rows, ids, rng);
-                match run(&mut exe, &f) {
+                match common::run_on(&mut exe, &f) {
                     Err(CpuError::IndexOutOfRange { .. }) if index => {}
                     Err(CpuError::Int64Range { .. }) if !index => {}
                     Err(e) => panic!("wgsl {op} {ids:?} rows {rows}: {e}"),
@@ -165,16 +160,9 @@ fn wgsl_out_of_range(op: &str, g: &Graph, axis_len: &dyn Fn(usize) -> i64, rng: 
             }
         }
         let f = indexing_feeds(op, 5, &[axis_len(5) - 1, 0, 3], rng);
-        let outputs = run(&mut exe, &f).unwrap();
-        let got = common::Results {
-            outputs,
-            states: Vec::new(),
-        };
+        let got = common::run_on(&mut exe, &f).unwrap();
         let want = interp(g, &f);
-        common::WGSL_TOLERANCE.with(|c| c.set(true));
-        let r = common::compare_results(op, &got, &want, &|_| common::Tol::Exact);
-        common::WGSL_TOLERANCE.with(|c| c.set(false));
-        r.unwrap();
+        common::compare_results_wgsl(op, &got, &want, &|_| common::Tol::Exact).unwrap();
     }
 }
 

@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{compare_results, compiled, interp, random, Feeds, Results, Rng, Tol, WGSL_TOLERANCE};
-use kiln_ir::{DType, Dim, Graph, ReduceOp, Shape, Tensor};
+use common::{compare_results_wgsl, compiled, interp, random, run_on, Feeds, Rng, Tol};
+use kiln_ir::{DType, Dim, Graph, ReduceOp, Shape};
 use kiln_runtime::wgpu::{WgpuDevice, WgpuExecutable};
 
 fn reductions(dt: DType) -> Graph {
@@ -44,17 +44,10 @@ fn reductions_with_and_without_subgroups() {
             for (n, k) in [(3usize, 1usize), (5, 63), (2, 65), (1, 1000), (7, 129)] {
                 let f = Feeds::new().input("x", random(dt, &[n, k], &mut rng, 2.0, false));
                 let want = interp(&g, &f);
-                let inputs: Vec<(&str, &Tensor)> =
-                    f.inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-                let outputs = exe.run(&inputs, &f.bindings).expect("run");
-                let got = Results {
-                    outputs,
-                    states: Vec::new(),
-                };
+                let got = run_on(&mut exe, &f).expect("run");
                 let label = format!("{dt} [{n}, {k}] subgroups {}", device.target.subgroups);
-                WGSL_TOLERANCE.with(|c| c.set(true));
                 let scale = 2.0 * k as f64;
-                let r = compare_results(&label, &got, &want, &|name| {
+                let r = compare_results_wgsl(&label, &got, &want, &|name| {
                     if name == "sum" {
                         Tol::Close {
                             rel: 1e-5,
@@ -64,9 +57,27 @@ fn reductions_with_and_without_subgroups() {
                         Tol::Exact
                     }
                 });
-                WGSL_TOLERANCE.with(|c| c.set(false));
                 r.unwrap_or_else(|e| panic!("{e}"));
             }
         }
     }
+}
+
+/// Executables built for one adapter selector share one device (a model's prompt and step
+/// programs exchange their KV-cache buffers and share weight buffers).
+#[test]
+fn one_device_per_selector() {
+    if common::wgpu_device().is_none() {
+        return;
+    }
+    let g = reductions(DType::F32);
+    let c = compiled(&g, false);
+    let device = kiln_runtime::Device::Wgpu(Some("0".into()));
+    let cpu = kiln_runtime::CpuOptions::default();
+    let a = kiln_runtime::Executable::new(&c, &device, &cpu).expect("executable");
+    let b = kiln_runtime::Executable::new(&c, &device, &cpu).expect("executable");
+    let (kiln_runtime::Executable::Wgpu(a), kiln_runtime::Executable::Wgpu(b)) = (a, b) else {
+        panic!("not wgpu executables");
+    };
+    assert!(std::sync::Arc::ptr_eq(a.device(), b.device()));
 }

@@ -378,6 +378,18 @@ impl Expr {
         self.rewrite(&mut |e| e.substitute_leaf(m))
     }
 
+    /// Whether the value may depend on memory: it loads, or reads a scalar variable (which
+    /// may hold loaded data). An integer `Let` of such a value is a *data-dependent* index
+    /// symbol, which backends check against the buffer it indexes (an embedding row, a
+    /// gather or scatter position).
+    pub fn may_read_memory(&self) -> bool {
+        match self {
+            Expr::Load { .. } | Expr::LoadDequant { .. } | Expr::Var { .. } => true,
+            Expr::Const { .. } | Expr::Index(_) => false,
+            _ => self.children().into_iter().any(Expr::may_read_memory),
+        }
+    }
+
     /// The value's dtype.
     pub fn dtype(&self) -> DType {
         match self {
@@ -509,6 +521,31 @@ impl Kernel {
             }
         }
         go(&self.body, 0, f);
+    }
+
+    /// The kernel's outermost parallel loops that can be collapsed into one flat index: its
+    /// body's only statement when that is a `Parallel` loop, then each loop that is again the
+    /// only statement of its parent, is `Parallel` and whose extent does not depend on an
+    /// outer loop of the nest. With `keep_innermost` false the nest stops before an innermost
+    /// loop (the CPU backend keeps that one whole for vector code; GPUs collapse it too).
+    pub fn collapsible_nest(&self, keep_innermost: bool) -> Vec<&Loop> {
+        let mut nest: Vec<&Loop> = Vec::new();
+        let mut body = self.body.as_slice();
+        while let [Stmt::Loop(l)] = body {
+            let outer = l
+                .extent
+                .symbols()
+                .iter()
+                .any(|s| nest.iter().any(|o| &o.var == s));
+            let innermost = !l.body.iter().any(|s| matches!(s, Stmt::Loop(_)));
+            let stop = !nest.is_empty() && innermost && !keep_innermost;
+            if l.annot.kind != LoopKind::Parallel || outer || stop {
+                break;
+            }
+            nest.push(l);
+            body = &l.body;
+        }
+        nest
     }
 
     /// Every symbol used by the kernel's dims that is not bound inside it (loop variables,

@@ -39,6 +39,9 @@ pub struct WgpuDevice {
     pub target: Target,
     pipelines: Mutex<HashMap<String, Arc<Pipeline>>>,
     weights: Mutex<HashMap<(usize, usize), Weak<GpuBuffer>>>,
+    /// The mappable buffer downloads copy through, kept while it is large enough (one per
+    /// device, not one per download: decode downloads logits every token).
+    staging: Mutex<Option<wgpu::Buffer>>,
     error: Arc<Mutex<Option<String>>>,
 }
 
@@ -137,22 +140,33 @@ impl WgpuDevice {
             target: Target { subgroups },
             pipelines: Mutex::default(),
             weights: Mutex::default(),
+            staging: Mutex::default(),
             error,
         }))
     }
 
-    /// The process-wide device chosen by `KILN_DEVICE` (`wgpu`, `wgpu:N` or `wgpu:NAME`; any
-    /// other value or none: the best adapter), opened once.
-    pub fn shared() -> Result<Arc<WgpuDevice>, ExecError> {
-        static SHARED: OnceLock<Result<Arc<WgpuDevice>, String>> = OnceLock::new();
-        SHARED
-            .get_or_init(|| {
-                let sel = std::env::var("KILN_DEVICE").ok();
-                let sel = sel.as_deref().and_then(|s| s.strip_prefix("wgpu:"));
-                WgpuDevice::new(sel).map_err(|e| e.to_string())
-            })
+    /// The device for `selector` (as [`WgpuDevice::new`] takes it), opened once per process
+    /// and selector: executables that exchange states or share weights (a model's prompt and
+    /// step programs) must be on one device.
+    pub fn open(selector: Option<&str>) -> Result<Arc<WgpuDevice>, ExecError> {
+        type Opened = HashMap<Option<String>, Result<Arc<WgpuDevice>, String>>;
+        static OPENED: OnceLock<Mutex<Opened>> = OnceLock::new();
+        let mut opened = OPENED
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        opened
+            .entry(selector.map(str::to_string))
+            .or_insert_with(|| WgpuDevice::new(selector).map_err(|e| e.to_string()))
             .clone()
             .map_err(ExecError::Device)
+    }
+
+    /// The device `KILN_DEVICE` chooses (`wgpu`, `wgpu:N` or `wgpu:NAME`; any other value or
+    /// none: the best adapter), through [`WgpuDevice::open`].
+    pub fn shared() -> Result<Arc<WgpuDevice>, ExecError> {
+        let sel = std::env::var("KILN_DEVICE").ok();
+        WgpuDevice::open(sel.as_deref().and_then(|s| s.strip_prefix("wgpu:")))
     }
 
     /// The first error the device reported since the last call, as an error.
@@ -233,21 +247,26 @@ impl WgpuDevice {
         if total == 0 {
             return Ok(bufs.iter().map(|_| Vec::new()).collect());
         }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("kiln download"),
-            size: total,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        // Held for the whole download: the staging buffer is mapped in between.
+        let mut cached = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.as_ref().is_none_or(|b| b.size() < total) {
+            *cached = Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kiln download"),
+                size: total.next_power_of_two(),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
+        }
+        let staging = cached.as_ref().expect("made above");
         let mut enc = self.device.create_command_encoder(&Default::default());
         for ((b, len), off) in bufs.iter().zip(&offsets) {
             let n = len.next_multiple_of(4).min(b.size);
             if n > 0 {
-                enc.copy_buffer_to_buffer(&b.buffer, 0, &staging, *off, n);
+                enc.copy_buffer_to_buffer(&b.buffer, 0, staging, *off, n);
             }
         }
         self.queue.submit([enc.finish()]);
-        let slice = staging.slice(..);
+        let slice = staging.slice(..total);
         let (tx, rx) = std::sync::mpsc::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -258,18 +277,19 @@ impl WgpuDevice {
         rx.recv()
             .map_err(|e| ExecError::Device(format!("map: {e}")))?
             .map_err(|e| ExecError::Device(format!("map: {e}")))?;
-        self.take_error()?;
-        let data = slice
-            .get_mapped_range()
-            .map_err(|e| ExecError::Device(format!("map: {e}")))?;
-        let out = bufs
-            .iter()
-            .zip(&offsets)
-            .map(|((_, len), off)| data[*off as usize..(*off + *len) as usize].to_vec())
-            .collect();
-        drop(data);
+        // Unmapped whatever happens next: the buffer is reused by the next download.
+        let out = self.take_error().and_then(|()| {
+            let data = slice
+                .get_mapped_range()
+                .map_err(|e| ExecError::Device(format!("map: {e}")))?;
+            Ok(bufs
+                .iter()
+                .zip(&offsets)
+                .map(|((_, len), off)| data[*off as usize..(*off + *len) as usize].to_vec())
+                .collect())
+        });
         staging.unmap();
-        Ok(out)
+        out
     }
 
     /// The pipeline of a compiled kernel (built once per distinct source).

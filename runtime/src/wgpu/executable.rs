@@ -38,6 +38,8 @@ pub struct WgpuExecutable {
     arena: Option<Arc<GpuBuffer>>,
     /// One status word per launch (per-run, then load-time; see `WgslKernel::status`).
     status: Arc<GpuBuffer>,
+    /// Zeros the status buffer is reset with before each run.
+    status_zeros: Vec<u8>,
     uniform: Option<(wgpu::Buffer, u64, u64)>,
     /// Per launch (per-run launches, then load-time ones): the buffer ids bound and the group.
     groups: Vec<Option<(Vec<u64>, wgpu::BindGroup)>>,
@@ -96,6 +98,7 @@ impl WgpuExecutable {
         let words = (s.launches.len() + s.load_time.len()).max(1);
         let status = device.buffer(4 * words as u64, "status")?;
         Ok(WgpuExecutable {
+            status_zeros: vec![0; status.size as usize],
             status,
             profile,
             program: Program::new(compiled),
@@ -131,11 +134,9 @@ impl WgpuExecutable {
 
     /// Loads a weight (a `param` of the graph).
     pub fn set_param(&mut self, name: &str, t: &Tensor) -> Result<(), ExecError> {
-        let Some(id) = self.program.find_used("param", name, t)? else {
+        let Some(id) = self.program.source_buffer("param", name, t)? else {
             return Ok(());
         };
-        self.program
-            .check("param", name, id, t, &mut Bindings::new())?;
         let b = self
             .device
             .upload(&tensor_bytes(t), &format!("param {name}"))?;
@@ -166,11 +167,9 @@ impl WgpuExecutable {
 
     /// Sets a state's value (uploaded).
     pub fn set_state(&mut self, name: &str, t: &Tensor) -> Result<(), ExecError> {
-        let Some(id) = self.program.find_used("state", name, t)? else {
+        if self.program.source_buffer("state", name, t)?.is_none() {
             return Ok(());
-        };
-        self.program
-            .check("state", name, id, t, &mut Bindings::new())?;
+        }
         let b = self
             .device
             .upload(&tensor_bytes(t), &format!("state {name}"))?;
@@ -205,8 +204,7 @@ impl WgpuExecutable {
             &|n| states.get(n).map(|(_, shape)| shape.clone()),
             &|id| weights.contains_key(&id),
         )?;
-        self.device
-            .write(&self.status, &vec![0u8; self.status.size as usize]);
+        self.device.write(&self.status, &self.status_zeros);
         if !self.derived_ready {
             self.run_load_time()?;
         }
@@ -224,26 +222,26 @@ impl WgpuExecutable {
             let buf = self.io_buffer(*id, bytes.len() as u64)?;
             self.device.write(&buf, &bytes);
         }
-        let infos = self.program.schedule.buffers.clone();
-        let mut sizes: HashMap<BufferId, u64> = HashMap::new();
-        for info in &infos {
-            let n = bytes_of(info.dtype, &info.size, &b)? as u64;
-            sizes.insert(info.id, n);
-            let own = matches!(
-                info.kind,
+        // Outputs and buffers the plan leaves out of the arena get buffers of their own.
+        let mut own = Vec::new();
+        for info in &self.program.schedule.buffers {
+            let kind = &info.kind;
+            if matches!(
+                kind,
                 BufferKind::Output | BufferKind::Intermediate | BufferKind::Scratch
-            ) && !offsets.contains_key(&info.id);
-            if own {
-                self.io_buffer(info.id, n)?;
+            ) && !offsets.contains_key(&info.id)
+            {
+                own.push((info.id, self.size_of(info.id, &b)?));
             }
         }
-        let launches = self.program.schedule.launches.clone();
-        self.record(&launches, 0, &b, &offsets)?;
-        let mut wanted: Vec<(BufferId, Arc<GpuBuffer>, u64)> = Vec::new();
-        for (_, id) in self.program.schedule.outputs.iter() {
-            wanted.push((*id, self.buffer_of(*id)?, sizes[id]));
+        for (id, n) in own {
+            self.io_buffer(id, n)?;
         }
-        let mut refs: Vec<(&GpuBuffer, u64)> = wanted.iter().map(|(_, b, n)| (&**b, *n)).collect();
+        self.record(Phase::Run, &b, &offsets)?;
+        let mut refs: Vec<(&GpuBuffer, u64)> = Vec::new();
+        for (_, id) in &self.program.schedule.outputs {
+            refs.push((self.buffer_ref(*id)?, self.size_of(*id, &b)?));
+        }
         refs.push((&self.status, self.status.size));
         let mut data = self.device.download(&refs)?;
         let status = data.pop().unwrap_or_default();
@@ -263,17 +261,19 @@ impl WgpuExecutable {
             result.push((name.clone(), t));
         }
         // A state not updated in place takes its update's buffer as its new value.
-        for (name, id) in self.program.schedule.state_updates.clone() {
-            if self.program.schedule.updated_in_place(&name) {
+        for i in 0..self.program.schedule.state_updates.len() {
+            let (name, id) = &self.program.schedule.state_updates[i];
+            if self.program.schedule.updated_in_place(name) {
                 continue;
             }
+            let (name, id) = (name.clone(), *id);
             let info = &self.program.schedule.buffers[id.0 as usize];
             let shape = eval_shape(&info.shape, &b)?;
             let buf = match self.io.remove(&id) {
                 Some(buf) => buf,
                 None => {
-                    let src = self.buffer_of(id)?;
-                    let n = sizes[&id];
+                    let src = self.buffer_ref(id)?;
+                    let n = self.size_of(id, &b)?;
                     let copy = self.device.buffer(n, &format!("state {name}"))?;
                     let mut enc = self
                         .device
@@ -329,15 +329,21 @@ impl WgpuExecutable {
         Ok(b)
     }
 
+    /// Bytes of buffer `id` with the symbols bound to `b`.
+    fn size_of(&self, id: BufferId, b: &Bindings) -> Result<u64, ExecError> {
+        let info = &self.program.schedule.buffers[id.0 as usize];
+        Ok(bytes_of(info.dtype, &info.size, b)? as u64)
+    }
+
     /// The device buffer holding buffer `id` now (the arena for arena buffers).
-    fn buffer_of(&self, id: BufferId) -> Result<Arc<GpuBuffer>, ExecError> {
+    fn buffer_ref(&self, id: BufferId) -> Result<&Arc<GpuBuffer>, ExecError> {
         let info = &self.program.schedule.buffers[id.0 as usize];
         let found = match &info.kind {
             BufferKind::Param(_) | BufferKind::Constant(_) | BufferKind::Derived => {
-                self.weights.get(&id).cloned()
+                self.weights.get(&id)
             }
-            BufferKind::State(n) => self.states.get(n).map(|(b, _)| b.clone()),
-            _ => self.io.get(&id).cloned().or_else(|| self.arena.clone()),
+            BufferKind::State(n) => self.states.get(n).map(|(b, _)| b),
+            _ => self.io.get(&id).or(self.arena.as_ref()),
         };
         found.ok_or_else(|| ExecError::Missing {
             kind: "buffer",
@@ -347,36 +353,39 @@ impl WgpuExecutable {
 
     fn run_load_time(&mut self) -> Result<(), ExecError> {
         let b = Bindings::new();
-        for info in self.program.schedule.buffers.clone() {
+        let mut missing = Vec::new();
+        for info in &self.program.schedule.buffers {
             if info.kind == BufferKind::Derived && !self.weights.contains_key(&info.id) {
-                let n = bytes_of(info.dtype, &info.size, &b)?;
-                let buf = self
-                    .device
-                    .buffer(n as u64, &format!("derived b{}", info.id.0))?;
-                self.weights.insert(info.id, buf);
+                missing.push((info.id, self.size_of(info.id, &b)?));
             }
         }
-        let launches = self.program.schedule.load_time.clone();
-        if !launches.is_empty() {
+        for (id, n) in missing {
+            let buf = self.device.buffer(n, &format!("derived b{}", id.0))?;
+            self.weights.insert(id, buf);
+        }
+        if !self.program.schedule.load_time.is_empty() {
             if self.arena.is_none() {
                 self.arena = Some(self.device.buffer(16, "arena")?);
             }
-            let first = self.program.schedule.launches.len();
-            self.record(&launches, first, &b, &HashMap::new())?;
+            self.record(Phase::LoadTime, &b, &HashMap::new())?;
         }
         self.derived_ready = true;
         Ok(())
     }
 
-    /// Records `launches` (whose bind groups are cached from index `first`) into one compute
-    /// pass and submits it.
+    /// Records the launches of `phase` into one compute pass and submits it.
     fn record(
         &mut self,
-        launches: &[Launch],
-        first: usize,
+        phase: Phase,
         b: &Bindings,
         offsets: &HashMap<BufferId, u64>,
     ) -> Result<(), ExecError> {
+        let s = &self.program.schedule;
+        // Bind groups and status words are per launch: per-run ones first, then load-time.
+        let (launches, first) = match phase {
+            Phase::Run => (&s.launches, 0),
+            Phase::LoadTime => (&s.load_time, s.launches.len()),
+        };
         // The uniform values of every launch, each at a multiple of the offset alignment.
         let mut meta: Vec<u8> = Vec::new();
         let mut at = Vec::new();
@@ -422,22 +431,31 @@ impl WgpuExecutable {
         if !meta.is_empty() {
             self.device.queue.write_buffer(ubuf, 0, &meta);
         }
-        // Bind groups: rebuilt when a bound buffer changed.
+        // Bind groups: rebuilt when a bound buffer changed (the check allocates nothing).
         for (j, l) in launches.iter().enumerate() {
             let (k, p) = &self.kernels[l.kernel];
+            if let Some((key, _)) = &self.groups[first + j] {
+                let mut ids = key.iter();
+                let mut same = true;
+                for binding in &k.bindings {
+                    same &= ids.next() == Some(&self.buffer_ref(binding.buffers[0])?.id);
+                }
+                if k.status {
+                    same &= ids.next() == Some(&self.status.id);
+                }
+                if same && ids.next() == Some(&uid) && ids.next().is_none() {
+                    continue;
+                }
+            }
             let mut bufs = Vec::new();
             for binding in &k.bindings {
-                bufs.push(self.buffer_of(binding.buffers[0])?);
+                bufs.push(self.buffer_ref(binding.buffers[0])?);
             }
             if k.status {
-                bufs.push(self.status.clone());
+                bufs.push(&self.status);
             }
             let mut key: Vec<u64> = bufs.iter().map(|x| x.id).collect();
             key.push(uid);
-            let slot = &mut self.groups[first + j];
-            if slot.as_ref().is_some_and(|(k2, _)| *k2 == key) {
-                continue;
-            }
             let meta_bytes = (k.meta.len().div_ceil(4).max(1) * 16) as u64;
             let ubuf = &self.uniform.as_ref().expect("made above").0;
             let mut entries = vec![wgpu::BindGroupEntry {
@@ -522,3 +540,12 @@ impl WgpuExecutable {
 }
 
 static NEXT_UNIFORM: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Which launches a recording holds.
+#[derive(Clone, Copy)]
+enum Phase {
+    /// The per-run launches.
+    Run,
+    /// The launches run once after the weights are loaded.
+    LoadTime,
+}

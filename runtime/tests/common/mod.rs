@@ -145,8 +145,54 @@ pub fn executable(c: &Compiled, threads: usize, f: &Feeds) -> Result<CpuExecutab
     Ok(exe)
 }
 
+/// What the tests need of an executable, CPU or wgpu.
+pub trait Runs {
+    /// Sets a state.
+    fn set_state(&mut self, name: &str, t: &Tensor) -> Result<(), CpuError>;
+    /// Runs once.
+    fn run(
+        &mut self,
+        inputs: &[(&str, &Tensor)],
+        b: &kiln_ir::Bindings,
+    ) -> Result<Vec<(String, Tensor)>, CpuError>;
+    /// A state's value.
+    fn state(&self, name: &str) -> Option<Tensor>;
+    /// The schedule.
+    fn schedule(&self) -> &kiln_compiler::schedule::Schedule;
+}
+
+macro_rules! runs {
+    ($t:ty) => {
+        impl Runs for $t {
+            fn set_state(&mut self, name: &str, t: &Tensor) -> Result<(), CpuError> {
+                <$t>::set_state(self, name, t)
+            }
+            fn run(
+                &mut self,
+                inputs: &[(&str, &Tensor)],
+                b: &kiln_ir::Bindings,
+            ) -> Result<Vec<(String, Tensor)>, CpuError> {
+                <$t>::run(self, inputs, b)
+            }
+            fn state(&self, name: &str) -> Option<Tensor> {
+                <$t>::state(self, name)
+            }
+            fn schedule(&self) -> &kiln_compiler::schedule::Schedule {
+                <$t>::schedule(self)
+            }
+        }
+    };
+}
+runs!(CpuExecutable);
+runs!(WgpuExecutable);
+
 /// Sets the feeds' states and runs once on their inputs; new states are read back.
 pub fn run_cpu(exe: &mut CpuExecutable, f: &Feeds) -> Result<Results, CpuError> {
+    run_on(exe, f)
+}
+
+/// [`run_cpu`] on any executable.
+pub fn run_on(exe: &mut impl Runs, f: &Feeds) -> Result<Results, CpuError> {
     for (n, t) in &f.states {
         exe.set_state(n, t)?;
     }
@@ -352,6 +398,19 @@ pub fn compare_results(
     Ok(())
 }
 
+/// [`compare_results`] with the WGSL backend's bounds ([`wgsl_extra`]).
+pub fn compare_results_wgsl(
+    label: &str,
+    got: &Results,
+    want: &Results,
+    tol: &dyn Fn(&str) -> Tol,
+) -> Result<(), String> {
+    WGSL_TOLERANCE.with(|c| c.set(true));
+    let r = compare_results(label, got, want, tol);
+    WGSL_TOLERANCE.with(|c| c.set(false));
+    r
+}
+
 /// The test configurations: optimizer off and on, 1 and 2 threads.
 pub const CONFIGS: [(bool, usize); 4] = [(false, 1), (false, 2), (true, 1), (true, 2)];
 
@@ -392,26 +451,10 @@ pub fn check_runs(label: &str, g: &Graph, runs: &[Feeds], tol: &dyn Fn(&str, usi
                     exe.set_param(n, t)
                         .unwrap_or_else(|e| panic!("{cfg}: set_param {n}: {e}"));
                 }
-                for (n, t) in &f.states {
-                    exe.set_state(n, t)
-                        .unwrap_or_else(|e| panic!("{cfg}: set_state {n}: {e}"));
-                }
-                let inputs: Vec<(&str, &Tensor)> =
-                    f.inputs.iter().map(|(n, t)| (n.as_str(), t)).collect();
-                let outputs = exe
-                    .run(&inputs, &f.bindings)
+                let got = run_on(&mut exe, f)
                     .unwrap_or_else(|e| panic!("{cfg}: run {i} ({:?}): {e}", f.bindings));
-                let states = exe
-                    .schedule()
-                    .state_updates
-                    .iter()
-                    .map(|(n, _)| (n.clone(), exe.state(n).expect("state")))
-                    .collect();
-                let got = Results { outputs, states };
-                WGSL_TOLERANCE.with(|c| c.set(true));
-                let r = compare_results(&format!("{cfg} run {i}"), &got, want, &|n| tol(n, i));
-                WGSL_TOLERANCE.with(|c| c.set(false));
-                r.unwrap_or_else(|e| panic!("{e}"));
+                compare_results_wgsl(&format!("{cfg} run {i}"), &got, want, &|n| tol(n, i))
+                    .unwrap_or_else(|e| panic!("{e}"));
             }
         }
     }

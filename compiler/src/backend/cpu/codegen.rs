@@ -299,7 +299,7 @@ impl<'a, 'f, M: Module> Emitter<'a, 'f, M> {
             } => {
                 let v = self.expr(value)?;
                 let v = self.coerce(v, value.dtype(), *dtype)?;
-                if dtype.is_int() && value_is_data(value) {
+                if dtype.is_int() && value.may_read_memory() {
                     self.data_syms.insert(var.clone());
                 }
                 self.define(var, *dtype, v);
@@ -1017,18 +1017,6 @@ fn is_cheap(e: &Expr) -> bool {
         Expr::Const { .. } | Expr::Var { .. } | Expr::Index(_) => true,
         Expr::Cast { x, .. } => is_cheap(x) && !x.dtype().is_float(),
         _ => false,
-    }
-}
-
-/// True when an integer let's value reads memory (a data-dependent index).
-fn value_is_data(e: &Expr) -> bool {
-    match e {
-        Expr::Load { .. } | Expr::LoadDequant { .. } | Expr::Var { .. } => true,
-        Expr::Const { .. } | Expr::Index(_) => false,
-        Expr::Unary { x, .. } | Expr::Cast { x, .. } => value_is_data(x),
-        Expr::Binary { a, b, .. } => value_is_data(a) || value_is_data(b),
-        Expr::Select { cond, a, b } => value_is_data(cond) || value_is_data(a) || value_is_data(b),
-        Expr::Bind { value, body, .. } => value_is_data(value) || value_is_data(body),
     }
 }
 

@@ -8,36 +8,13 @@
 //! the nest's extents, and the runtime hands each thread one range. A kernel without a
 //! parallel nest (a serial scatter, a full reduction) runs on one thread over `0..1`.
 
-use crate::loop_ir::{Kernel, Loop, LoopKind, Stmt};
+use crate::loop_ir::{Kernel, Loop, Stmt};
 use kiln_ir::{Bindings, Dim};
 
-/// The collapsed parallel loops of a kernel, outermost first.
+/// The collapsed parallel loops of a kernel, outermost first (the innermost loop stays
+/// whole: [`Kernel::collapsible_nest`]).
 pub fn parallel_nest(kernel: &Kernel) -> Vec<&Loop> {
-    let mut nest: Vec<&Loop> = Vec::new();
-    let [Stmt::Loop(first)] = kernel.body.as_slice() else {
-        return nest;
-    };
-    if first.annot.kind != LoopKind::Parallel {
-        return nest;
-    }
-    nest.push(first);
-    loop {
-        let last = nest[nest.len() - 1];
-        let [Stmt::Loop(inner)] = last.body.as_slice() else {
-            break;
-        };
-        let depends_on_outer = inner
-            .extent
-            .symbols()
-            .iter()
-            .any(|s| nest.iter().any(|l| &l.var == s));
-        let innermost = !inner.body.iter().any(|s| matches!(s, Stmt::Loop(_)));
-        if inner.annot.kind != LoopKind::Parallel || depends_on_outer || innermost {
-            break;
-        }
-        nest.push(inner);
-    }
-    nest
+    kernel.collapsible_nest(false)
 }
 
 /// The number of flat iterations of the kernel's parallel nest (`None`: not parallel).

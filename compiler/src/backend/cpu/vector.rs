@@ -79,7 +79,7 @@
 //! block-quantized loads; `if`, nested and serial loops; reductions of other shapes (f32
 //! sums, products, a float `min`/`max` with the accumulator second).
 
-use super::{value_is_data, CodegenError, Emitter};
+use super::{CodegenError, Emitter};
 use crate::backend::cpu::math;
 use crate::backend::cpu::parallel::parallel_nest;
 use crate::loop_ir::{BufferId, Expr, Kernel, Loop, LoopKind, Stmt};
@@ -148,7 +148,7 @@ fn count(kernel: &Kernel, body: &[Stmt], data: &mut HashSet<String>) -> usize {
                 var,
                 dtype,
                 init: value,
-            } if dtype.is_int() && value_is_data(value) => {
+            } if dtype.is_int() && value.may_read_memory() => {
                 data.insert(var.clone());
             }
             Stmt::If { then, .. } => n += count(kernel, then, data),
@@ -346,7 +346,7 @@ pub(super) fn plan<'k>(
                 if varying && (an.check(value, false)? != VTy::of(*dtype)?) {
                     return None;
                 }
-                if dtype.is_int() && value_is_data(value) {
+                if dtype.is_int() && value.may_read_memory() {
                     an.data.insert(var.clone());
                 }
                 an.locals.insert(var, Local { varying });

@@ -74,25 +74,6 @@ pub(super) fn emit(
     })
 }
 
-/// The GPU nest (see the module docs of [`super`]).
-fn gpu_nest(kernel: &Kernel) -> Vec<&Loop> {
-    let mut nest: Vec<&Loop> = Vec::new();
-    let mut body = kernel.body.as_slice();
-    while let [Stmt::Loop(l)] = body {
-        let outer = l
-            .extent
-            .symbols()
-            .iter()
-            .any(|s| nest.iter().any(|o| &o.var == s));
-        if l.annot.kind != LoopKind::Parallel || outer {
-            break;
-        }
-        nest.push(l);
-        body = &l.body;
-    }
-    nest
-}
-
 fn emit_inner(kernel: &Kernel, layout: &Layout, target: Target) -> R<WgslKernel> {
     // Bindings: the layout's groups first (those with a parameter here), then one each.
     let mut bindings: Vec<Binding> = Vec::new();
@@ -161,7 +142,8 @@ fn emit_inner(kernel: &Kernel, layout: &Layout, target: Target) -> R<WgslKernel>
 
     let status_slot = meta.len();
     meta.push(MetaSlot::StatusWord);
-    let nest = gpu_nest(kernel);
+    // The GPU nest (see the module docs of [`super`]).
+    let nest = kernel.collapsible_nest(true);
     let body: &[Stmt] = nest
         .last()
         .map(|l| l.body.as_slice())
@@ -468,6 +450,10 @@ fn split_of(l: &Loop) -> Option<Split<'_>> {
         loops.push(inner);
     }
     let body = &loops[loops.len() - 1].body;
+    // Threads run different iterations: a store there would be done by thread 0's only.
+    if has_store(body) {
+        return None;
+    }
     let mut vars = BTreeSet::new();
     assigned(body, &mut vars);
     if vars.len() != 1 {
@@ -667,7 +653,7 @@ impl Emitter {
                 let ty = wgsl_ty(*dtype)?;
                 let name = self.name(var);
                 self.line(&format!("{kw} {name}: {ty} = {v};"));
-                if dtype.is_int() {
+                if dtype.is_int() && value.may_read_memory() {
                     self.data_syms.insert(var.clone());
                 }
             }
@@ -717,11 +703,15 @@ impl Emitter {
                 self.line("storageBarrier();");
                 dirty = false;
             }
+            if let Some(sp) = match s {
+                Stmt::Loop(l) => split_of(l),
+                _ => None,
+            } {
+                // A reduction stores nothing: no barrier owed after it.
+                self.split_reduction(&sp)?;
+                continue;
+            }
             match s {
-                Stmt::Loop(l) if split_of(l).is_some() => {
-                    let sp = split_of(l).expect("checked");
-                    self.split_reduction(&sp)?;
-                }
                 Stmt::Loop(l) if l.annot.kind == LoopKind::Parallel => {
                     let ext = self.dim(&l.extent)?;
                     let n = self.bind("i32", ext);
@@ -1072,12 +1062,15 @@ impl Emitter {
                 let t = self.fresh();
                 self.line(&format!("let {t}: i32 = {v};"));
                 let old = self.renames.insert(var.clone(), t);
-                self.data_syms.insert(var.clone());
+                let was_data = !self.data_syms.insert(var.clone());
                 let r = self.expr(body);
                 match old {
                     Some(o) => self.renames.insert(var.clone(), o),
                     None => self.renames.remove(var),
                 };
+                if !was_data {
+                    self.data_syms.remove(var);
+                }
                 r?
             }
         })
